@@ -1,0 +1,89 @@
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from w2v.data.prepare import MissingPartError, check_audio, prepare_aishell, prepare_librispeech
+
+
+@pytest.fixture
+def damaged_librispeech(librispeech_tiny, tmp_path):
+    """A copy of the tiny corpus with one of each kind of damage in train-clean-100."""
+    root = tmp_path / "LibriSpeech"
+    shutil.copytree(librispeech_tiny, root)
+    flacs = sorted((root / "train-clean-100").rglob("*.flac"))
+    damage = {}
+    corrupt, trunc, low_sr, stereo = flacs[0], flacs[1], flacs[2], flacs[3]
+    corrupt.write_bytes(b"not a flac file at all" * 50)
+    damage[corrupt.stem] = "unreadable audio"
+    data = trunc.read_bytes()
+    trunc.write_bytes(data[: len(data) // 2])
+    damage[trunc.stem] = "truncated"
+    sf.write(low_sr, np.zeros(8000, dtype=np.float32), 8000)
+    damage[low_sr.stem] = "sample rate 8000 Hz, expected 16000 Hz"
+    sf.write(stereo, np.zeros((16000, 2), dtype=np.float32), 16000)
+    damage[stereo.stem] = "2 channels, expected 1"
+    # an empty transcript line and a non-UTF-8 line, in the transcript of flacs[4] / flacs[5]
+    for flac, new in ((flacs[4], lambda uid: uid.encode()), (flacs[5], lambda uid: uid.encode() + b" CAF\xe9 NOIR")):
+        trans = flac.parent / f"{'-'.join(flac.stem.split('-')[:2])}.trans.txt"
+        lines = trans.read_bytes().splitlines()
+        lines = [new(flac.stem) if line.split(b" ", 1)[0] == flac.stem.encode() else line for line in lines]
+        trans.write_bytes(b"\n".join(lines) + b"\n")
+    damage[flacs[4].stem] = "empty transcript"
+    damage[flacs[5].stem] = "not UTF-8"
+    return root, damage, len(flacs)
+
+
+def test_bad_files_are_reported_and_the_rest_kept(damaged_librispeech, tmp_path):
+    root, damage, n_flacs = damaged_librispeech
+    out = tmp_path / "manifests"
+    results = prepare_librispeech(root, out, ["train-clean-100", "test-clean"])
+    train = results["train-clean-100"]
+    assert len(train.recordings) == n_flacs - len(damage)
+    ids = {r.id for r in train.recordings}
+    assert not ids & set(damage)
+    report = (out / "rejected_librispeech_train-clean-100.txt").read_text().splitlines()
+    assert len(report) == len(damage)
+    for uid, why in damage.items():
+        (line,) = [r for r in report if uid in r or (why in r and "trans.txt" in r and why in ("empty transcript", "not UTF-8"))][:1]
+        assert why in line, (uid, line)
+    assert (out / "librispeech_recordings_test-clean.jsonl.gz").is_file()
+    assert (out / "rejected_librispeech_test-clean.txt").read_text() == ""
+
+
+def test_missing_part_named_after_others_are_written(librispeech_tiny, tmp_path):
+    out = tmp_path / "m"
+    with pytest.raises(MissingPartError, match="test-other"):
+        prepare_librispeech(librispeech_tiny, out, ["test-other", "dev-clean"])
+    assert (out / "librispeech_supervisions_dev-clean.jsonl.gz").is_file()
+    with pytest.raises(FileNotFoundError, match="no-such-dir"):
+        prepare_librispeech(tmp_path / "no-such-dir", out)
+    with pytest.raises(ValueError, match="unknown librispeech part"):
+        prepare_librispeech(librispeech_tiny, out, ["test-klean"])
+
+
+def test_rerun_skips_prepared_parts_and_leaves_no_partials(librispeech_tiny, tmp_path):
+    out = tmp_path / "m"
+    first = prepare_librispeech(librispeech_tiny, out, ["dev-clean"])
+    assert not first["dev-clean"].cached
+    mtime = (out / "librispeech_recordings_dev-clean.jsonl.gz").stat().st_mtime_ns
+    again = prepare_librispeech(librispeech_tiny, out, ["dev-clean"])
+    assert again["dev-clean"].cached
+    assert len(again["dev-clean"].supervisions) == len(first["dev-clean"].supervisions)
+    assert (out / "librispeech_recordings_dev-clean.jsonl.gz").stat().st_mtime_ns == mtime
+    assert not [p for p in out.iterdir() if "partial" in p.name]
+
+
+def test_aishell_keeps_word_segmentation(aishell_tiny, tmp_path):
+    results = prepare_aishell(aishell_tiny.parent, tmp_path, ["test"])
+    sups = results["test"].supervisions
+    for s in sups:
+        assert s.custom["words"].replace(" ", "") == s.text
+    assert any(" " in s.custom["words"] for s in sups)
+
+
+def test_check_audio_accepts_good_file(librispeech_tiny):
+    flac = next((librispeech_tiny / "dev-clean").rglob("*.flac"))
+    assert check_audio(flac) is None
+    assert "sample rate 16000 Hz, expected 8000 Hz" == check_audio(flac, sample_rate=8000)
