@@ -1,0 +1,65 @@
+import json
+
+from w2v.scoring.results import merge_results, plot_results, update_results
+from w2v.scoring.wer import ErrorStats
+from w2v.scoring.results import make_entry
+
+
+def _e(test, method, wer, feat="fbank"):
+    return {"test_set": test, "decoding_method": method, "feature_type": feat, "wer": wer,
+            "ins": 1, "del": 2, "sub": 3, "ref_words": 100}
+
+
+def test_merge_replaces_by_key(tmp_path):
+    update_results(tmp_path, [_e("test-clean", "1best", 5.0), _e("test-clean", "ctc-decoding", 6.0)])
+    merged = update_results(tmp_path, [_e("test-clean", "1best", 4.0), _e("test-other", "1best", 9.0),
+                                       _e("test-clean", "1best", 7.5, feat="wav2vec2")])
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data == merged
+    by_key = {(e["test_set"], e["decoding_method"], e["feature_type"]): e["wer"] for e in data}
+    assert by_key == {
+        ("test-clean", "1best", "fbank"): 4.0,
+        ("test-clean", "ctc-decoding", "fbank"): 6.0,
+        ("test-other", "1best", "fbank"): 9.0,
+        ("test-clean", "1best", "wav2vec2"): 7.5,
+    }
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary files left behind
+
+
+def test_merge_pure():
+    old = [_e("a", "m", 1.0)]
+    assert merge_results(old, [_e("a", "m", 2.0)])[0]["wer"] == 2.0
+    assert old[0]["wer"] == 1.0
+
+
+def test_results_md(tmp_path):
+    update_results(tmp_path, [
+        _e("test-clean", "whole-lattice-rescoring/lm_scale_0.5", 2.56),
+        _e("test-clean", "ctc-decoding", 2.9),
+        {"test_set": "aishell-test", "decoding_method": "1best", "feature_type": "fbank",
+         "cer": 4.26, "ins": 0, "del": 1, "sub": 2, "ref_words": 64},
+    ])
+    md = (tmp_path / "RESULTS.md").read_text()
+    lines = md.splitlines()
+    assert "## test-clean" in lines and "## aishell-test" in lines
+    i = lines.index("## test-clean")
+    assert lines[i + 2] == "| decoding method | feature type | WER (%) | ins | del | sub | ref words |"
+    assert lines[i + 4] == "| whole-lattice-rescoring/lm_scale_0.5 | fbank | 2.56 | 1 | 2 | 3 | 100 |"
+    assert lines[i + 5] == "| ctc-decoding | fbank | 2.90 | 1 | 2 | 3 | 100 |"
+    j = lines.index("## aishell-test")
+    assert "CER (%)" in lines[j + 2]
+    assert lines[j + 4] == "| 1best | fbank | 4.26 | 0 | 1 | 2 | 64 |"
+
+
+def test_make_entry_labels():
+    e = make_entry("dev", "nbest-rescoring/lm_scale_0.7", "fbank", ErrorStats(1, 2, 3, 50, "cer"),
+                   {"lm_scale": 0.7})
+    assert e == {"test_set": "dev", "decoding_method": "nbest-rescoring/lm_scale_0.7",
+                 "feature_type": "fbank", "cer": 12.0, "ins": 1, "del": 2, "sub": 3,
+                 "ref_words": 50, "labels": {"lm_scale": 0.7}}
+
+
+def test_plot(tmp_path):
+    entries = [_e("dev", "1best", 3.0), _e("dev", "ctc-decoding", 4.0)]
+    path = plot_results(entries, "dev", tmp_path / "wer-dev.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

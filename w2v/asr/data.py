@@ -1,0 +1,124 @@
+"""Batches of precomputed features for CTC training and evaluation (lhotse samplers).
+
+A batch is a dict::
+
+    {"features": [B, T, F] float, "feature_lens": [B] int64,
+     "texts": list[str], "cut_ids": list[str]}
+
+sorted by decreasing length (the k2 convention; the loss re-sorts anyway).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import torch
+from lhotse import CutSet
+from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler, SpecAugment
+from lhotse.dataset.collation import collate_features
+from torch.utils.data import DataLoader, Dataset
+
+
+def cut_text(cut) -> str:
+    """The transcript of a cut: its supervisions' texts joined by a space."""
+    return " ".join(s.text for s in cut.supervisions if s.text)
+
+
+class CtcDataset(Dataset):
+    """Maps a sampled CutSet to a padded feature batch; optional SpecAugment on train batches."""
+
+    def __init__(self, spec_augment: Optional[torch.nn.Module] = None) -> None:
+        self.spec_augment = spec_augment
+
+    def __getitem__(self, cuts: CutSet) -> dict:
+        cuts = cuts.sort_by_duration(ascending=False)
+        features, feature_lens = collate_features(cuts)
+        if self.spec_augment is not None:
+            segments = torch.stack(
+                [torch.arange(len(cuts)), torch.zeros(len(cuts), dtype=torch.int), feature_lens],
+                dim=1,
+            ).to(torch.int)
+            features = self.spec_augment(features, supervision_segments=segments)
+        return {
+            "features": features,
+            "feature_lens": feature_lens.to(torch.long),
+            "texts": [cut_text(c) for c in cuts],
+            "cut_ids": [c.id for c in cuts],
+        }
+
+
+def default_spec_augment() -> SpecAugment:
+    """icefall's LibriSpeech settings: time warp 80, 2 freq masks of ≤27 bins, ≤10 time masks."""
+    return SpecAugment(
+        time_warp_factor=80,
+        num_feature_masks=2,
+        features_mask_size=27,
+        num_frame_masks=10,
+        frames_mask_size=100,
+        max_frames_mask_fraction=0.15,
+    )
+
+
+def make_sampler(
+    cuts: CutSet,
+    train: bool,
+    max_duration: float,
+    num_buckets: int = 10,
+    world_size: Optional[int] = None,
+    rank: Optional[int] = None,
+    seed: int = 0,
+):
+    """Train: shuffled DynamicBucketingSampler (drop_last); eval: SimpleCutSampler in order.
+
+    ``world_size``/``rank`` default to the torch.distributed group (lhotse infers them), so each
+    rank reads a disjoint share of the batches.
+    """
+    if train:
+        with warnings.catch_warnings():
+            # Eager CutSets are fine here: the mini corpora fit in memory.
+            warnings.filterwarnings("ignore", message=".*eagerly read CutSet.*")
+            return DynamicBucketingSampler(
+                cuts,
+                max_duration=max_duration,
+                num_buckets=num_buckets,
+                shuffle=True,
+                drop_last=True,
+                world_size=world_size,
+                rank=rank,
+                seed=seed,
+            )
+    return SimpleCutSampler(
+        cuts, max_duration=max_duration, shuffle=False, world_size=world_size, rank=rank
+    )
+
+
+def make_dataloader(
+    cuts: CutSet,
+    train: bool,
+    max_duration: float,
+    num_buckets: int = 10,
+    spec_augment: bool = True,
+    world_size: Optional[int] = None,
+    rank: Optional[int] = None,
+    num_workers: int = 0,
+    seed: int = 0,
+) -> DataLoader:
+    """A DataLoader over ``cuts`` (with precomputed features) yielding CTC batch dicts.
+
+    Args:
+        cuts: cuts with features attached (``data/fbank/*_cuts_*.jsonl.gz``).
+        train: shuffle + bucket + drop_last (+ SpecAugment when ``spec_augment``).
+        max_duration: seconds of audio per batch (per rank).
+    The sampler is ``loader.sampler``: call ``set_epoch`` each epoch; its ``state_dict`` goes into
+    checkpoints.
+    """
+    sampler = make_sampler(cuts, train, max_duration, num_buckets, world_size, rank, seed)
+    dataset = CtcDataset(default_spec_augment() if (train and spec_augment) else None)
+    return DataLoader(
+        dataset,
+        sampler=sampler,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=False,
+    )

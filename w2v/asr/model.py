@@ -1,0 +1,258 @@
+"""CTC acoustic model on filterbank features: ×4 conv subsampling + conformer encoder + linear.
+
+The contract (ARCHITECTURE.md): ``model(features [B, T, F], feature_lens [B]) ->
+(log_probs [B, T', V], out_lens [B])`` with log-softmax over V tokens and blank = 0.
+
+Frames: input at 10 ms (lhotse Fbank), output at 40 ms after the ×4 subsampling.
+Every padding-sensitive operation is masked, so a padded batch gives the per-utterance results
+(attention ignores padded keys; padded frames are zeroed before the depthwise convolution; layer
+norm instead of batch norm inside the convolution module).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+KIND = "ctc_conformer"
+
+
+@dataclass
+class AsrConfig:
+    """Hyper-parameters of :class:`CtcConformer`; stored in every checkpoint.
+
+    Defaults: a 2.2M-parameter model (at V=200) meant for the synthetic ``mini`` LibriSpeech corpus
+    on 2 CPU cores (~1-2 s per 27 s batch). Real LibriSpeech wants icefall's sizes
+    (d_model 512, 8 heads, 12 layers, ffn 2048, kernel 31).
+    """
+
+    feature_dim: int = 80
+    num_tokens: int = 500
+    d_model: int = 144
+    num_heads: int = 4
+    num_layers: int = 4
+    ffn_dim: int = 576
+    conv_kernel: int = 15
+    dropout: float = 0.1
+    subsampling: int = 4
+    subsampling_channels: int = 64
+
+    def __post_init__(self) -> None:
+        if self.subsampling != 4:
+            raise ValueError(f"Only ×4 subsampling is implemented, got subsampling={self.subsampling}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
+        if self.conv_kernel % 2 == 0:
+            raise ValueError(f"conv_kernel must be odd (symmetric padding), got {self.conv_kernel}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "AsrConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"Unknown AsrConfig fields: {sorted(unknown)}")
+        return cls(**dict(d))
+
+
+def subsampled_lengths(lengths: torch.Tensor) -> torch.Tensor:
+    """Output lengths of :class:`Conv2dSubsampling`: two (kernel 3, stride 2, no padding) convs.
+
+    ``T' = max(((T - 1) // 2 - 1) // 2, 0)``; e.g. 100 → 24, 11 → 2, 7 → 1, 6 → 0.
+    """
+    return (((lengths - 1) // 2 - 1) // 2).clamp(min=0)
+
+
+def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """``True`` at padded positions: ``[B, max_len]``."""
+    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
+
+
+class Conv2dSubsampling(nn.Module):
+    """Two 3×3 stride-2 convolutions over (time, frequency), then a linear map to ``d_model``.
+
+    Without padding, output frame t only sees input frames [4t, 4t + 6], so the valid outputs of a
+    padded utterance never see its padding.
+    """
+
+    def __init__(self, feature_dim: int, d_model: int, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, channels, kernel_size=3, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, kernel_size=3, stride=2),
+            nn.ReLU(),
+        )
+        freq = ((feature_dim - 1) // 2 - 1) // 2
+        self.out = nn.Linear(channels * freq, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``[batch, frames, feature_dim]`` → ``[batch, ((frames-1)//2-1)//2, d_model]``."""
+        x = self.conv(x.unsqueeze(1))  # [B, C, T', F']
+        b, c, t, f = x.shape
+        return self.out(x.transpose(1, 2).reshape(b, t, c * f))
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """Absolute sinusoidal positions added to a scaled input (Vaswani et al.)."""
+
+    def __init__(self, d_model: int, dropout: float) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``[batch, frames, d_model]``."""
+        t = x.size(1)
+        pos = torch.arange(t, device=x.device, dtype=torch.float32)[:, None]
+        div = torch.exp(
+            torch.arange(0, self.d_model, 2, device=x.device, dtype=torch.float32)
+            * (-math.log(10000.0) / self.d_model)
+        )
+        pe = torch.zeros(t, self.d_model, device=x.device)
+        pe[:, 0::2] = torch.sin(pos * div)
+        pe[:, 1::2] = torch.cos(pos * div)
+        return self.dropout(x * math.sqrt(self.d_model) + pe.to(x.dtype))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(d_model),
+            nn.Linear(d_model, ffn_dim),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_dim, d_model),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SelfAttention(nn.Module):
+    """Pre-norm multi-head self-attention that ignores padded keys."""
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.attn_dropout = dropout
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """x: ``[batch, frames, d_model]``; pad: ``[batch, frames]`` (True = padding)."""
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(b, t, 3, self.num_heads, d // self.num_heads).unbind(2)
+        # [B, H, T, D/H]; the additive mask removes padded keys from every query's softmax.
+        q, k, v = (y.transpose(1, 2) for y in (q, k, v))
+        # A zero-length utterance would mask every key (NaN softmax); let it attend to its padding.
+        pad = pad & ~pad.all(dim=1, keepdim=True)
+        mask = torch.zeros(b, 1, 1, t, dtype=x.dtype, device=x.device)
+        mask = mask.masked_fill(pad[:, None, None, :], float("-inf"))
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
+        )
+        return self.dropout(self.proj(y.transpose(1, 2).reshape(b, t, d)))
+
+
+class ConvModule(nn.Module):
+    """Conformer convolution module: pointwise-GLU → depthwise conv → LayerNorm → SiLU → pointwise."""
+
+    def __init__(self, d_model: int, kernel: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.pointwise_in = nn.Linear(d_model, 2 * d_model)
+        self.depthwise = nn.Conv1d(d_model, d_model, kernel, padding=kernel // 2, groups=d_model)
+        self.depthwise_norm = nn.LayerNorm(d_model)
+        self.pointwise_out = nn.Linear(d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """x: ``[batch, frames, d_model]``; pad: ``[batch, frames]`` (True = padding)."""
+        y = F.glu(self.pointwise_in(self.norm(x)), dim=-1)
+        # Zero the padding so the depthwise conv sees what an unpadded utterance's zero-padding gives.
+        y = y.masked_fill(pad[..., None], 0.0)
+        y = self.depthwise(y.transpose(1, 2)).transpose(1, 2)
+        y = F.silu(self.depthwise_norm(y))
+        return self.dropout(self.pointwise_out(y))
+
+
+class ConformerBlock(nn.Module):
+    """Macaron block: ½FFN → MHSA → Conv → ½FFN → LayerNorm (Gulati et al. 2020)."""
+
+    def __init__(self, cfg: AsrConfig) -> None:
+        super().__init__()
+        self.ffn1 = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.dropout)
+        self.attn = SelfAttention(cfg.d_model, cfg.num_heads, cfg.dropout)
+        self.conv = ConvModule(cfg.d_model, cfg.conv_kernel, cfg.dropout)
+        self.ffn2 = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.dropout)
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        x = x + 0.5 * self.ffn1(x)
+        x = x + self.attn(x, pad)
+        x = x + self.conv(x, pad)
+        x = x + 0.5 * self.ffn2(x)
+        return self.norm(x)
+
+
+class CtcConformer(nn.Module):
+    """Fbank → Conv2dSubsampling (×4) → conformer blocks → linear → log-softmax over tokens."""
+
+    def __init__(self, cfg: AsrConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.subsampling = Conv2dSubsampling(cfg.feature_dim, cfg.d_model, cfg.subsampling_channels)
+        self.pos = SinusoidalPositionalEncoding(cfg.d_model, cfg.dropout)
+        self.blocks = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.num_layers))
+        self.output = nn.Linear(cfg.d_model, cfg.num_tokens)
+
+    def forward(
+        self, features: torch.Tensor, feature_lens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            features: ``[batch, frames, feature_dim]`` fbank at 10 ms frames, right-padded.
+            feature_lens: ``[batch]`` valid frames per utterance.
+        Returns:
+            log_probs: ``[batch, T', num_tokens]`` at 40 ms frames, T' = subsampled max length.
+            out_lens: ``[batch]`` valid output frames, :func:`subsampled_lengths` of feature_lens.
+        """
+        if features.dim() != 3 or features.size(-1) != self.config.feature_dim:
+            raise ValueError(
+                f"Expected [batch, frames, {self.config.feature_dim}] features. "
+                f"Found: {list(features.shape)}"
+            )
+        if feature_lens.shape != features.shape[:1]:
+            raise ValueError(
+                f"feature_lens must be [batch]={list(features.shape[:1])}. Found: {list(feature_lens.shape)}"
+            )
+        if features.size(1) < 7:
+            # The subsampling convs need 7 frames for one output frame; pad so that
+            # too-short input yields zero-length outputs instead of a conv error.
+            features = F.pad(features, (0, 0, 0, 7 - features.size(1)))
+        out_lens = subsampled_lengths(feature_lens.to(torch.long))
+        x = self.pos(self.subsampling(features))
+        pad = padding_mask(out_lens, x.size(1))
+        for block in self.blocks:
+            x = block(x, pad)
+        return F.log_softmax(self.output(x), dim=-1), out_lens
+
+
+def build_model(config: AsrConfig | Mapping[str, Any]) -> CtcConformer:
+    """The one builder for ``kind == "ctc_conformer"`` checkpoints."""
+    if not isinstance(config, AsrConfig):
+        config = AsrConfig.from_dict(config)
+    return CtcConformer(config)
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

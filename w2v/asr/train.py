@@ -1,0 +1,315 @@
+"""CTC training loop: Adam + Noam warmup, grad clipping, per-epoch checkpoints, resume, DDP.
+
+One process, or one per rank under ``torchrun --nproc_per_node K`` (gloo on CPU,
+DistributedDataParallel; the lhotse sampler gives each rank a disjoint share of the batches, and
+only rank 0 writes checkpoints, ``config.yaml`` and tensorboard logs).
+
+Determinism: every epoch reseeds python/numpy/torch with ``seed + epoch`` and the sampler with
+``set_epoch(epoch)``, so training epochs 1..N in one go equals 1..k, then ``--start-epoch k+1``
+from ``epoch-k.pt`` (model, optimizer and scheduler states restored). Checkpoints are written at
+epoch ends only, so the sampler's stored state is not needed to resume (``set_epoch`` reproduces
+the order); it is kept in the checkpoint for inspection and future mid-epoch checkpoints.
+
+CTC loss: k2 (``k2.ctc_loss`` over a ``DenseFsaVec``, the topology the decoders use); torch's
+agrees to 4e-8 relative and is not measurably faster within a step (numbers in ``ctc.py``);
+``ctc_impl="torch"`` switches.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import torch.distributed as dist
+from lhotse import CutSet
+from torch import nn
+
+from w2v.asr.ctc import ctc_loss
+from w2v.asr.data import cut_text, make_dataloader
+from w2v.asr.model import KIND, AsrConfig, build_model, num_parameters, subsampled_lengths
+from w2v.asr.tokens import Tokenizer
+from w2v.utils import atomic_torch_save, atomic_write_text, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a training run except the model (that is :class:`AsrConfig`)."""
+
+    exp_dir: str = "exp/ctc_fbank"
+    lang_dir: str = "data/lang_bpe_500"
+    train_cuts: list[str] = field(default_factory=list)
+    dev_cuts: list[str] = field(default_factory=list)
+    token_type: str = "bpe"
+    feature_type: str = "fbank"
+    num_epochs: int = 30
+    start_epoch: int = 1
+    max_duration: float = 200.0
+    num_buckets: int = 10
+    spec_augment: bool = True
+    lr: float = 3e-3
+    warmup_steps: int = 80
+    weight_decay: float = 1e-6
+    grad_clip: float = 5.0
+    ctc_impl: str = "k2"
+    seed: int = 42
+    num_workers: int = 0
+    # Development / tests: stop an epoch after this many batches (0 = no limit).
+    max_batches_per_epoch: int = 0
+    # Append the cut ids of every batch, per rank, to ``exp_dir/batches.rank<r>.txt``.
+    log_batches: bool = False
+    tensorboard: bool = True
+    progress: bool = True
+
+
+def noam_factor(step: int, warmup: int) -> float:
+    """Linear warmup to 1 at ``warmup`` steps, then ``sqrt(warmup / step)`` decay (step ≥ 1)."""
+    step = max(step, 1)
+    return min(step / warmup, math.sqrt(warmup / step))
+
+
+def checkpoint_path(exp_dir: str | Path, epoch: int) -> Path:
+    return Path(exp_dir) / f"epoch-{epoch}.pt"
+
+
+def load_cuts(paths: Sequence[str]) -> CutSet:
+    """Eagerly concatenated cuts of several manifests (the mini corpora fit in memory)."""
+    if not paths:
+        raise ValueError("No cut manifests given")
+    cuts = [c for p in paths for c in CutSet.from_file(p)]
+    return CutSet.from_cuts(cuts)
+
+
+def keep_trainable(cuts: CutSet, tokenizer: Tokenizer) -> CutSet:
+    """Drop cuts whose output frames cannot hold their tokens (CTC would be infinite)."""
+
+    def ok(cut) -> bool:
+        n_out = int(subsampled_lengths(torch.tensor(cut.num_frames)))
+        return n_out >= len(tokenizer.encode([cut_text(cut)])[0]) > 0
+
+    kept = cuts.filter(ok).to_eager()
+    dropped = len(cuts) - len(kept)
+    if dropped:
+        log.warning("Dropped %d of %d cuts: too short for their transcript", dropped, len(cuts))
+    return kept
+
+
+def _distributed() -> tuple[int, int]:
+    """(world_size, rank); initialises the gloo group when launched by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    if dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def _batch_loss(
+    model: nn.Module, batch: dict, tokenizer: Tokenizer, impl: str
+) -> tuple[torch.Tensor, float, int]:
+    """(loss to back-propagate = summed finite CTC / frames, summed loss, frames)."""
+    log_probs, out_lens = model(batch["features"], batch["feature_lens"])
+    targets = tokenizer.encode(batch["texts"])
+    losses = ctc_loss(log_probs, out_lens, targets, impl)
+    finite = torch.isfinite(losses)
+    frames = int(out_lens[finite].sum())
+    total = losses[finite].sum()
+    # Keep every parameter in the graph even when nothing is finite (DDP expects all gradients).
+    loss = total / max(frames, 1) + 0.0 * log_probs.sum()
+    return loss, float(total.detach()), frames
+
+
+def _all_reduce(values: list[float]) -> list[float]:
+    if not dist.is_initialized():
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+@torch.no_grad()
+def compute_dev_loss(model: nn.Module, loader, tokenizer: Tokenizer, impl: str) -> float:
+    """CTC loss per output frame over the dev set (summed over ranks)."""
+    model.eval()
+    total, frames = 0.0, 0
+    for batch in loader:
+        _, t, f = _batch_loss(model, batch, tokenizer, impl)
+        total += t
+        frames += f
+    model.train()
+    total, frames = _all_reduce([total, float(frames)])
+    return total / max(frames, 1.0)
+
+
+def write_config_yaml(path: Path, model_cfg: AsrConfig, train_cfg: TrainConfig) -> None:
+    import yaml
+
+    atomic_write_text(
+        path,
+        yaml.safe_dump({"kind": KIND, "model": asdict(model_cfg), "train": asdict(train_cfg)},
+                       sort_keys=False),
+    )
+
+
+@dataclass
+class TrainResult:
+    """The trained model (unwrapped from DDP, train mode) and per-epoch history of this run."""
+
+    model: nn.Module
+    config: AsrConfig
+    history: dict
+
+
+def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
+    """Train epochs ``start_epoch..num_epochs``; history has ``epoch``, ``train_loss``,
+    ``dev_loss`` (CTC per output frame) and ``seconds`` per epoch.
+
+    ``model_cfg.num_tokens`` is replaced by the lang dir's token count. When resuming, the model
+    config is the one stored in ``epoch-(start_epoch-1).pt``.
+    """
+    world_size, rank = _distributed()
+    exp_dir = Path(train_cfg.exp_dir)
+    tokenizer = Tokenizer(train_cfg.lang_dir, train_cfg.token_type)
+
+    resume = None
+    if train_cfg.start_epoch > 1:
+        path = checkpoint_path(exp_dir, train_cfg.start_epoch - 1)
+        if not path.is_file():
+            raise FileNotFoundError(f"--start-epoch {train_cfg.start_epoch} needs {path}")
+        resume = torch.load(path, map_location="cpu", weights_only=False)
+        if resume.get("kind") != KIND:
+            raise ValueError(f"{path}: kind {resume.get('kind')!r} is not {KIND!r}")
+        model_cfg = AsrConfig.from_dict(resume["config"])
+    else:
+        model_cfg = AsrConfig.from_dict({**asdict(model_cfg), "num_tokens": tokenizer.num_tokens})
+    if model_cfg.num_tokens != tokenizer.num_tokens:
+        raise ValueError(
+            f"Model has {model_cfg.num_tokens} outputs but {train_cfg.lang_dir} has "
+            f"{tokenizer.num_tokens} tokens"
+        )
+
+    seed_everything(train_cfg.seed)
+    model = build_model(model_cfg)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=train_cfg.lr, betas=(0.9, 0.98), eps=1e-9,
+        weight_decay=train_cfg.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: noam_factor(step, train_cfg.warmup_steps)
+    )
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+    ddp_model: nn.Module = model
+    if world_size > 1:
+        ddp_model = nn.parallel.DistributedDataParallel(model)
+
+    train_cuts = keep_trainable(load_cuts(train_cfg.train_cuts), tokenizer)
+    train_dl = make_dataloader(
+        train_cuts, train=True, max_duration=train_cfg.max_duration,
+        num_buckets=train_cfg.num_buckets, spec_augment=train_cfg.spec_augment,
+        world_size=world_size, rank=rank, num_workers=train_cfg.num_workers, seed=train_cfg.seed,
+    )
+    dev_dl = None
+    if train_cfg.dev_cuts:
+        dev_dl = make_dataloader(
+            load_cuts(train_cfg.dev_cuts), train=False, max_duration=train_cfg.max_duration,
+            world_size=world_size, rank=rank, num_workers=train_cfg.num_workers,
+        )
+
+    writer = None
+    if rank == 0:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        write_config_yaml(exp_dir / "config.yaml", model_cfg, train_cfg)
+        log.info("Model %s: %.2fM parameters, %s", KIND, num_parameters(model) / 1e6, model_cfg)
+        if train_cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(exp_dir / "tensorboard"))
+    batch_log = None
+    if train_cfg.log_batches:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        batch_log = open(exp_dir / f"batches.rank{rank}.txt", "a", encoding="utf-8")
+
+    history: dict[str, list] = {"epoch": [], "train_loss": [], "dev_loss": [], "seconds": []}
+    try:
+        for epoch in range(train_cfg.start_epoch, train_cfg.num_epochs + 1):
+            seed_everything(train_cfg.seed + epoch)
+            train_dl.sampler.set_epoch(epoch)
+            ddp_model.train()
+            start = time.time()
+            total, frames = 0.0, 0
+            batches = iter(train_dl)
+            if train_cfg.progress and rank == 0:
+                from tqdm import tqdm
+
+                batches = tqdm(batches, desc=f"epoch {epoch}", leave=False)
+            for i, batch in enumerate(batches):
+                if train_cfg.max_batches_per_epoch and i >= train_cfg.max_batches_per_epoch:
+                    break
+                if batch_log is not None:
+                    batch_log.write(f"{epoch} {i} {' '.join(batch['cut_ids'])}\n")
+                loss, t, f = _batch_loss(ddp_model, batch, tokenizer, train_cfg.ctc_impl)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                total += t
+                frames += f
+                step = scheduler.last_epoch
+                if writer is not None and step % 10 == 0:
+                    writer.add_scalar("train/loss", t / max(f, 1), step)
+                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                    writer.add_scalar("train/grad_norm", float(grad_norm), step)
+            total, frames = _all_reduce([total, float(frames)])
+            train_loss = total / max(frames, 1.0)
+            dev_loss = (
+                compute_dev_loss(ddp_model, dev_dl, tokenizer, train_cfg.ctc_impl)
+                if dev_dl is not None else float("nan")
+            )
+            seconds = time.time() - start
+            history["epoch"].append(epoch)
+            history["train_loss"].append(train_loss)
+            history["dev_loss"].append(dev_loss)
+            history["seconds"].append(seconds)
+            if rank == 0:
+                log.info(
+                    "epoch %d: train loss %.4f, dev loss %.4f (per frame), lr %.2e, %.1f s",
+                    epoch, train_loss, dev_loss, scheduler.get_last_lr()[0], seconds,
+                )
+                if writer is not None:
+                    writer.add_scalar("epoch/train_loss", train_loss, epoch)
+                    writer.add_scalar("epoch/dev_loss", dev_loss, epoch)
+                    writer.flush()
+                atomic_torch_save(
+                    {
+                        "model": model.state_dict(),
+                        "config": asdict(model_cfg),
+                        "kind": KIND,
+                        "epoch": epoch,
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "sampler": train_dl.sampler.state_dict(),
+                        "train_config": asdict(train_cfg),
+                        "train_loss": train_loss,
+                        "dev_loss": dev_loss,
+                    },
+                    checkpoint_path(exp_dir, epoch),
+                )
+            if dist.is_initialized():
+                dist.barrier()
+    finally:
+        if writer is not None:
+            writer.close()
+        if batch_log is not None:
+            batch_log.close()
+    return TrainResult(model=model, config=model_cfg, history=history)

@@ -1,0 +1,151 @@
+"""Decode test sets with a trained CTC model and score them.
+
+Usage:
+  python -m w2v.bin.decode --exp-dir exp/ctc --epoch 30 --avg 5 \
+      --lang-dir data/lang_bpe_500 --lm-dir data/lm \
+      --cuts data/fbank/librispeech_cuts_test-clean.jsonl.gz \
+      --cuts data/fbank/librispeech_cuts_test-other.jsonl.gz \
+      --decoding-method ctc-greedy-search,ctc-decoding,1best,whole-lattice-rescoring \
+      --feature-type fbank --max-duration 300 --lm-scales 0.3,0.5,0.7
+
+The network runs once per test set; every method then searches its output. Writes
+<exp-dir>/<method>/{recogs,errs,wer-summary}-<test>-<key>.txt, updates <exp-dir>/results.json
+and RESULTS.md, and prints the table. Mandarin lang dirs (no bpe.model) are scored by CER.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+
+from w2v.decode.ctc import (
+    DEFAULT_LM_SCALES,
+    METHODS,
+    Batch,
+    SearchOptions,
+    decode_dataset,
+    load_graphs,
+)
+from w2v.lang.lexicon import read_symbol_table
+from w2v.scoring.report import format_table, report_decoding
+from w2v.utils import setup_logging
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exp-dir", type=Path, required=True)
+    p.add_argument("--epoch", type=int, required=True)
+    p.add_argument("--avg", type=int, default=1)
+    p.add_argument("--lang-dir", type=Path, required=True)
+    p.add_argument("--lm-dir", type=Path, default=None, help="holds G_4_gram.pt for rescoring")
+    p.add_argument("--cuts", type=Path, action="append", required=True,
+                   help="test cuts; repeatable; the test set is named after the file")
+    p.add_argument("--decoding-method", action="append", required=True,
+                   help=f"repeatable or comma separated: {', '.join(METHODS)}")
+    p.add_argument("--feature-type", default="fbank")
+    p.add_argument("--max-duration", type=float, default=300.0)
+    p.add_argument("--lm-scales", default=None, help="comma list; default 0.1..2.0 step 0.1")
+    p.add_argument("--search-beam", type=float, default=20.0)
+    p.add_argument("--output-beam", type=float, default=8.0)
+    p.add_argument("--min-active-states", type=int, default=30)
+    p.add_argument("--max-active-states", type=int, default=10000)
+    p.add_argument("--num-paths", type=int, default=100)
+    p.add_argument("--nbest-scale", type=float, default=0.5)
+    p.add_argument("--blank-skip-threshold", type=float, default=None,
+                   help="e.g. 0.999: shrink confident-blank runs to one frame before the search")
+    p.add_argument("--metric", choices=["auto", "wer", "cer"], default="auto",
+                   help="auto: cer when the lang dir has no bpe.model")
+    return p
+
+
+def parse_methods(values: Iterable[str]) -> list[str]:
+    methods: list[str] = []
+    for v in values:
+        for m in v.split(","):
+            m = m.strip()
+            if m and m not in methods:
+                methods.append(m)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown decoding methods {unknown}; known: {', '.join(METHODS)}")
+    return methods
+
+
+def cuts_test_set_name(cuts_path: Path) -> str:
+    """``librispeech_cuts_test-clean.jsonl.gz`` → ``test-clean``."""
+    name = re.sub(r"\.jsonl(\.gz)?$", "", cuts_path.name)
+    return name.split("_cuts_")[-1] if "_cuts_" in name else name
+
+
+@torch.no_grad()
+def network_outputs(model, dataloader) -> Iterator[Batch]:
+    """Run ``model`` over ``dataloader`` batches (dicts from w2v.asr.data)."""
+    param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    device = param.device if param is not None else torch.device("cpu")
+    for batch in dataloader:
+        log_probs, out_lens = model(batch["features"].to(device), batch["feature_lens"].to(device))
+        yield Batch(log_probs.cpu(), out_lens.cpu(), list(batch["texts"]), list(batch["cut_ids"]))
+
+
+def decode_test_set(model, dataloader, test_set: str, args, graphs, methods, opts, metric: str,
+                    words: dict[str, int] | None = None) -> str:
+    """Decode and score one test set; returns the printed table."""
+    hyps = decode_dataset(network_outputs(model, dataloader), methods, graphs, opts)
+    if words is not None and hyps:
+        # Words outside words.txt cannot be recognised by the HLG methods; report how many.
+        first = next(iter(next(iter(hyps.values())).values()))
+        ref_words = [w for _, ref, _ in first for w in ref]
+        oov = sum(w not in words for w in ref_words)
+        logging.info("%s: %d of %d reference words are OOV (%.2f%%), counted as errors",
+                     test_set, oov, len(ref_words), 100.0 * oov / max(1, len(ref_words)))
+    stats = report_decoding(
+        args.exp_dir, test_set, hyps, args.feature_type, metric,
+        labels={"epoch": args.epoch, "avg": args.avg},
+    )
+    table = format_table(stats, test_set)
+    print(table, flush=True)
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_parser().parse_args(argv)
+    setup_logging()
+    methods = parse_methods(args.decoding_method)
+    lm_scales = (tuple(float(s) for s in args.lm_scales.split(",")) if args.lm_scales
+                 else DEFAULT_LM_SCALES)
+    opts = SearchOptions(
+        search_beam=args.search_beam, output_beam=args.output_beam,
+        min_active_states=args.min_active_states, max_active_states=args.max_active_states,
+        num_paths=args.num_paths, nbest_scale=args.nbest_scale, lm_scales=lm_scales,
+        blank_skip_threshold=args.blank_skip_threshold,
+    )
+    metric = args.metric
+    if metric == "auto":
+        metric = "wer" if (args.lang_dir / "bpe.model").exists() else "cer"
+
+    from lhotse import CutSet
+
+    from w2v.asr.checkpoint import load_averaged
+    from w2v.asr.data import make_dataloader
+
+    logging.info("Loading %s epoch %d avg %d", args.exp_dir, args.epoch, args.avg)
+    model, _config = load_averaged(args.exp_dir, args.epoch, args.avg)
+    model.eval()
+    logging.info("Loading graphs for %s from %s", methods, args.lang_dir)
+    graphs = load_graphs(args.lang_dir, methods, args.lm_dir)
+    words = read_symbol_table(args.lang_dir / "words.txt")
+    for cuts_path in args.cuts:
+        test_set = cuts_test_set_name(cuts_path)
+        logging.info("Decoding %s (%s) with %s", test_set, cuts_path, ", ".join(methods))
+        cuts = CutSet.from_file(cuts_path)
+        dataloader = make_dataloader(cuts, train=False, max_duration=args.max_duration)
+        decode_test_set(model, dataloader, test_set, args, graphs, methods, opts, metric, words)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Train a CTC conformer on precomputed fbank cuts (k2 CTC loss), one process or DDP.
+
+Usage:
+  python -m w2v.bin.train --exp-dir exp/ctc_fbank --lang-dir data/lang_bpe_500 \\
+      --train-cuts data/fbank/librispeech_cuts_train-clean-100.jsonl.gz \\
+      --dev-cuts data/fbank/librispeech_cuts_dev-clean.jsonl.gz \\
+      --num-epochs 20 --start-epoch 1 --max-duration 200 --feature-type fbank
+  # resume after epoch 5:         ... --start-epoch 6
+  # 2 processes (gloo, CPU):      torchrun --nproc_per_node 2 -m w2v.bin.train ...
+  # model size:                   ... --d-model 144 --num-layers 4 --ffn-dim 576
+
+Writes exp_dir/epoch-N.pt every epoch, exp_dir/config.yaml and exp_dir/tensorboard/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import fields
+
+from w2v.asr.model import AsrConfig
+from w2v.asr.train import TrainConfig, train
+from w2v.utils import setup_logging
+
+
+def str2bool(v: str) -> bool:
+    if v.lower() in ("true", "1", "yes"):
+        return True
+    if v.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"Expected true/false, got {v!r}")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    t = TrainConfig()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exp-dir", default=t.exp_dir)
+    p.add_argument("--lang-dir", default=t.lang_dir)
+    p.add_argument("--train-cuts", nargs="+", required=True)
+    p.add_argument("--dev-cuts", nargs="*", default=[])
+    p.add_argument("--token-type", choices=["bpe", "char"], default=t.token_type)
+    p.add_argument("--feature-type", choices=["fbank"], default=t.feature_type,
+                   help="only precomputed fbank cuts for now")
+    p.add_argument("--num-epochs", type=int, default=t.num_epochs)
+    p.add_argument("--start-epoch", type=int, default=t.start_epoch,
+                   help="resume from exp_dir/epoch-(N-1).pt when > 1")
+    p.add_argument("--max-duration", type=float, default=t.max_duration,
+                   help="seconds of audio per batch and rank")
+    p.add_argument("--num-buckets", type=int, default=t.num_buckets)
+    p.add_argument("--spec-augment", type=str2bool, default=t.spec_augment)
+    p.add_argument("--lr", type=float, default=t.lr, help="peak learning rate (after warmup)")
+    p.add_argument("--warmup-steps", type=int, default=t.warmup_steps)
+    p.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    p.add_argument("--grad-clip", type=float, default=t.grad_clip)
+    p.add_argument("--ctc-impl", choices=["k2", "torch"], default=t.ctc_impl)
+    p.add_argument("--seed", type=int, default=t.seed)
+    p.add_argument("--num-workers", type=int, default=t.num_workers)
+    p.add_argument("--max-batches-per-epoch", type=int, default=t.max_batches_per_epoch)
+    p.add_argument("--log-batches", type=str2bool, default=t.log_batches)
+    p.add_argument("--tensorboard", type=str2bool, default=t.tensorboard)
+    p.add_argument("--progress", type=str2bool, default=t.progress)
+    m = AsrConfig()
+    g = p.add_argument_group("model (ignored when resuming: the checkpoint's config is used)")
+    for f in fields(AsrConfig):
+        if f.name == "num_tokens":  # from the lang dir
+            continue
+        g.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(m, f.name)),
+                       default=getattr(m, f.name))
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    setup_logging()
+    args = vars(get_parser().parse_args(argv))
+    model_names = {f.name for f in fields(AsrConfig)}
+    model_cfg = AsrConfig(**{k: v for k, v in args.items() if k in model_names})
+    train_cfg = TrainConfig(**{k: v for k, v in args.items() if k not in model_names})
+    result = train(train_cfg, model_cfg)
+    logging.info("Done: %s", result.history)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Everything a decoding run leaves in the experiment dir, from its hypotheses."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+from w2v.scoring.results import make_entry, plot_results, update_results
+from w2v.scoring.wer import ErrorStats, Result, score_test_set
+
+
+def report_decoding(
+    exp_dir: str | os.PathLike,
+    test_set: str,
+    hyps: dict[str, dict[str, Sequence[Result]]],
+    feature_type: str,
+    metric: str = "wer",
+    labels: dict | None = None,
+    plot: bool = True,
+) -> dict[str, dict[str, ErrorStats]]:
+    """Score ``hyps`` (method → key → results) for one test set.
+
+    Writes ``exp_dir/<method>/{recogs,errs,wer-summary}-…``, merges the totals into
+    ``exp_dir/results.json``, regenerates ``RESULTS.md`` and ``exp_dir/wer-<test_set>.png``.
+    Returns:
+      method → key → totals.
+    """
+    exp_dir = Path(exp_dir)
+    all_stats: dict[str, dict[str, ErrorStats]] = {}
+    entries = []
+    for method, per_key in hyps.items():
+        stats = score_test_set(exp_dir / method, test_set, per_key, metric)
+        all_stats[method] = stats
+        for key, s in stats.items():
+            name = method if key == method else f"{method}/{key}"
+            extra = dict(labels or {})
+            if key.startswith("lm_scale_"):
+                extra["lm_scale"] = float(key[len("lm_scale_"):])
+            entries.append(make_entry(test_set, name, feature_type, s, extra or None))
+            logging.info("%s %s %s: %s", test_set, method, key, s.header())
+    merged = update_results(exp_dir, entries)
+    if plot and entries:
+        plot_results(merged, test_set, exp_dir / f"{metric}-{test_set}.png")
+    return all_stats
+
+
+def format_table(stats: dict[str, dict[str, ErrorStats]], test_set: str) -> str:
+    """A plain-text table of one run's totals, best first, for the console."""
+    rows = [
+        (s.rate, method if key == method else f"{method}/{key}", s)
+        for method, per_key in stats.items()
+        for key, s in per_key.items()
+    ]
+    rows.sort(key=lambda r: (r[0], r[1]))
+    metric = rows[0][2].metric.upper() if rows else "WER"
+    width = max([len(r[1]) for r in rows] + [15])
+    lines = [f"{test_set}", f"{'decoding method':<{width}}  {metric:>6}  {'ins':>5} {'del':>5} {'sub':>5} {'ref':>6}"]
+    for rate, name, s in rows:
+        lines.append(f"{name:<{width}}  {rate:6.2f}  {s.ins:5d} {s.dels:5d} {s.subs:5d} {s.ref_len:6d}")
+    return "\n".join(lines)
