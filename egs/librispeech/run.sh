@@ -27,7 +27,7 @@
 #   --feature-type [fbank] --ssl-model [] --ssl-steps [300] --exp-dir [exp/ctc_<feature-type>]
 #   --num-epochs [12] --max-duration [200] --world-size [1] --epoch [=num-epochs] --avg [3]
 #   --decoding-method [ctc-greedy-search ctc-decoding 1best nbest nbest-rescoring whole-lattice-rescoring]
-#   --lm-scales [0.1,0.2,...,1.0]
+#   --lm-scales [0.1,0.2,...,1.0] --search-beam [20] --max-active-states [10000]
 
 stage=0
 stop_stage=10
@@ -54,6 +54,8 @@ epoch=
 avg=3
 decoding_method="ctc-greedy-search ctc-decoding 1best nbest nbest-rescoring whole-lattice-rescoring"
 lm_scales=0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0
+search_beam=20
+max_active_states=10000
 
 cd "$(dirname "$0")"
 . local/path.sh
@@ -173,7 +175,8 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
     --lang-dir "$lang_dir" --lm-dir "$lm_dir" --feature-type "$feature_type" \
     $(for p in $(cuts_of $test_parts); do echo --cuts $p; done) \
     $(for m in $decoding_method; do echo --decoding-method $m; done) \
-    --max-duration 400 --lm-scales "$lm_scales"
+    --max-duration 400 --lm-scales "$lm_scales" \
+    --search-beam "$search_beam" --max-active-states "$max_active_states"
 fi
 
 if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then

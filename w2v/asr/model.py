@@ -41,6 +41,9 @@ class AsrConfig:
     dropout: float = 0.1
     subsampling: int = 4
     subsampling_channels: int = 64
+    # Per-utterance mean/variance normalisation of the input features over valid frames (CMVN).
+    # Without it, raw log-mel magnitudes slow the escape from the all-blank CTC solution.
+    normalize_input: bool = True
 
     def __post_init__(self) -> None:
         if self.subsampling != 4:
@@ -70,6 +73,18 @@ def subsampled_lengths(lengths: torch.Tensor) -> torch.Tensor:
 def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """``True`` at padded positions: ``[B, max_len]``."""
     return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
+
+
+def utterance_cmvn(features: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Zero mean, unit variance per utterance and feature dim over the valid frames; padding → 0.
+
+    features: ``[batch, frames, dim]``; lengths: ``[batch]``.
+    """
+    valid = (~padding_mask(lengths.to(torch.long), features.size(1))).unsqueeze(-1).to(features.dtype)
+    n = valid.sum(1, keepdim=True).clamp(min=1.0)
+    mean = (features * valid).sum(1, keepdim=True) / n
+    var = ((features - mean) ** 2 * valid).sum(1, keepdim=True) / n
+    return (features - mean) * torch.rsqrt(var + eps) * valid
 
 
 class Conv2dSubsampling(nn.Module):
@@ -239,6 +254,8 @@ class CtcConformer(nn.Module):
             # The subsampling convs need 7 frames for one output frame; pad so that
             # too-short input yields zero-length outputs instead of a conv error.
             features = F.pad(features, (0, 0, 0, 7 - features.size(1)))
+        if self.config.normalize_input:
+            features = utterance_cmvn(features, feature_lens)
         out_lens = subsampled_lengths(feature_lens.to(torch.long))
         x = self.pos(self.subsampling(features))
         pad = padding_mask(out_lens, x.size(1))

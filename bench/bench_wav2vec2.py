@@ -1,0 +1,214 @@
+"""wav2vec 2.0 BASE on CPU, side by side with its peers, same weights.
+
+Usage:
+  OMP_NUM_THREADS=1 python bench/bench_wav2vec2.py [--what forward|pretrain] [--threads 1 2]
+                                                   [--seconds 10] [--repeats 3]
+
+--what forward: inference on ``--seconds`` of audio (batch 1): ours fp32, ours under
+  ``torch.autocast("cpu", torch.bfloat16)``, torchaudio ``wav2vec2_base`` fp32, transformers
+  ``Wav2Vec2Model`` fp32 (skipped if transformers is missing), and an ablation: our modules on
+  torchaudio's kernels (``components.USE_FAST_INFERENCE = False``). Prints median seconds, real-time
+  factor, ratios to torchaudio fp32, and the bf16 error against our fp32 output.
+  Targets: ours fp32 <= 1.0x torchaudio; ours bf16 <= 0.4x torchaudio fp32.
+--what pretrain: one training step (forward + backward) per system in ``PRETRAIN_SYSTEMS``. The
+  built-in systems time the encoder alone under the wav2vec 2.0 masking rate against torchaudio
+  with the same weights; ``w2v.ssl`` adds full objectives by calling
+  ``register_pretrain_system(name, make_step)`` where ``make_step(encoder, waveforms) -> step()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torchaudio  # noqa: E402
+
+from w2v.models import SSLEncoder, components, wav2vec2_base  # noqa: E402
+from w2v.models.loading import convert_hf_state_dict  # noqa: E402
+
+SAMPLE_RATE = 16000
+
+StepFactory = Callable[[SSLEncoder, torch.Tensor], Callable[[], object]]
+PRETRAIN_SYSTEMS: dict[str, StepFactory] = {}
+
+
+def register_pretrain_system(name: str, make_step: StepFactory) -> None:
+    """Add a row to ``--what pretrain``: ``make_step(our BASE encoder, waveforms [1, T])`` returns a
+    callable running one full training step (forward, loss, backward)."""
+    PRETRAIN_SYSTEMS[name] = make_step
+
+
+def median_times(systems: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per system; runs are interleaved so a load change on a shared machine hits all."""
+    for fn in systems.values():
+        fn()  # warm-up: allocator, oneDNN primitive cache
+    times: dict[str, list[float]] = {name: [] for name in systems}
+    for _ in range(repeats):
+        for name, fn in systems.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def torchaudio_peer(ours: SSLEncoder) -> torch.nn.Module:
+    peer = torchaudio.models.wav2vec2_base().eval()
+    state = {k: v for k, v in ours.state_dict().items() if k != "mask_embedding"}
+    peer.load_state_dict(state, strict=True)  # our parameter names are torchaudio's
+    return peer
+
+
+def huggingface_peer(ours: SSLEncoder) -> torch.nn.Module | None:
+    try:
+        import transformers
+    except ImportError:
+        return None
+    cfg = transformers.Wav2Vec2Config(
+        hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0
+    )
+    peer = transformers.Wav2Vec2Model(cfg).eval()
+    ours_state = ours.state_dict()
+    state = {}
+    for key in peer.state_dict():
+        (ours_key,) = convert_hf_state_dict({key: torch.empty(0)})
+        state[key] = ours_state[ours_key]
+    peer.load_state_dict(state, strict=True)
+    return peer
+
+
+def bench_forward(threads: list[int], seconds: float, repeats: int) -> None:
+    torch.manual_seed(0)
+    ours = wav2vec2_base().eval()
+    ta_model = torchaudio_peer(ours)
+    hf_model = huggingface_peer(ours)
+    x = torch.randn(1, int(seconds * SAMPLE_RATE))
+
+    with torch.inference_mode():
+        ref_layers, _ = ours.extract_features(x)
+        ta_layers, _ = ta_model.extract_features(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf_layers, _ = ours.extract_features(x)
+        same = max(float((a - b).abs().max()) for a, b in zip(ref_layers, ta_layers))
+        errs = [(b.float() - a).abs() for a, b in zip(ref_layers, bf_layers)]
+        hf_diff = None
+        if hf_model is not None:
+            hf_last = hf_model(x).last_hidden_state
+            hf_diff = float((hf_last - ref_layers[-1]).abs().max())
+    print(f"wav2vec2 BASE ({sum(p.numel() for p in ta_model.parameters()) / 1e6:.2f}M params), "
+          f"{seconds:g} s of audio, batch 1, {ref_layers[-1].shape[1]} frames")
+    print(f"same weights: max |ours - torchaudio| over layers = {same:.2e}"
+          + (f", max |ours - HF| last layer = {hf_diff:.2e}" if hf_diff is not None else ""))
+    print(f"bf16 autocast vs fp32: last layer max {float(errs[-1].max()):.3f} mean {float(errs[-1].mean()):.4f}; "
+          f"all layers max {max(float(e.max()) for e in errs):.3f} "
+          f"mean {statistics.mean(float(e.mean()) for e in errs):.4f}"
+          f" (outputs have std {float(ref_layers[-1].std()):.2f})")
+
+    def ours_fp32():
+        return ours(x)
+
+    def ours_bf16():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return ours(x)
+
+    def ours_fp32_standard_kernels():  # ablation: our modules on torchaudio's kernels
+        components.USE_FAST_INFERENCE = False
+        try:
+            return ours(x)
+        finally:
+            components.USE_FAST_INFERENCE = True
+
+    systems = {
+        "ours fp32": ours_fp32,
+        "ours bf16": ours_bf16,
+        "ours fp32, torchaudio kernels": ours_fp32_standard_kernels,
+        "torchaudio fp32": lambda: ta_model(x),
+    }
+    if hf_model is not None:
+        systems["HF fp32"] = lambda: hf_model(x)
+
+    print(f"\n{'threads':>7} {'system':<30} {'seconds':>8} {'RTF':>7} {'/torchaudio fp32':>17}")
+    for n in threads:
+        torch.set_num_threads(n)
+        with torch.inference_mode():
+            timings = median_times(systems, repeats)
+        base = timings["torchaudio fp32"]
+        for name, t in timings.items():
+            print(f"{n:>7} {name:<30} {t:8.3f} {t / seconds:7.3f} {t / base:16.2f}x")
+    print("targets: ours fp32 <= 1.00x, ours bf16 <= 0.40x")
+
+
+def _encoder_step(encoder: SSLEncoder, x: torch.Tensor) -> Callable[[], object]:
+    """Masked forward (~49% of frames, as p=0.065, M=10) + backward of a proxy loss on the outputs."""
+    encoder.train()
+    frames = encoder.config.num_frames(x.shape[1])
+    gen = torch.Generator().manual_seed(0)
+    starts = torch.rand(1, frames, generator=gen) < 0.065
+    mask = torch.zeros(1, frames, dtype=torch.bool)
+    for offset in range(10):
+        mask[:, offset:] |= starts[:, : frames - offset]
+
+    def step():
+        encoder.zero_grad(set_to_none=True)
+        feats, lengths = encoder.feature_extractor(x)
+        out = encoder.encode(feats, lengths, mask=mask)
+        loss = out.output[mask].pow(2).mean() + 10 * feats.float().pow(2).mean()
+        loss.backward()
+        return loss
+
+    return step
+
+
+def _torchaudio_step(encoder: SSLEncoder, x: torch.Tensor) -> Callable[[], object]:
+    """torchaudio with the same weights (no mask embedding: unmasked), same proxy loss shape."""
+    peer = torchaudio_peer(encoder).train()
+
+    def step():
+        peer.zero_grad(set_to_none=True)
+        feats, _ = peer.feature_extractor(x, None)
+        out = peer.encoder(feats)
+        loss = out.pow(2).mean() + 10 * feats.pow(2).mean()
+        loss.backward()
+        return loss
+
+    return step
+
+
+register_pretrain_system("ours encoder step", _encoder_step)
+register_pretrain_system("torchaudio encoder step", _torchaudio_step)
+
+
+def bench_pretrain(threads: list[int], seconds: float, repeats: int) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(1, int(seconds * SAMPLE_RATE))
+    print(f"one training step, wav2vec2 BASE, {seconds:g} s of audio, batch 1")
+    print(f"\n{'threads':>7} {'system':<32} {'seconds':>8}")
+    for n in threads:
+        torch.set_num_threads(n)
+        steps = {name: make_step(wav2vec2_base(), x) for name, make_step in PRETRAIN_SYSTEMS.items()}
+        for name, seconds_per_step in median_times(steps, repeats).items():
+            print(f"{n:>7} {name:<32} {seconds_per_step:8.3f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--what", choices=["forward", "pretrain"], default="forward")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--seconds", type=float, default=10.0, help="audio per forward")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per system (median reported)")
+    args = p.parse_args()
+    if args.what == "forward":
+        bench_forward(args.threads, args.seconds, args.repeats)
+    else:
+        bench_pretrain(args.threads, args.seconds, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# AISHELL-1: k2 CTC recipe on characters (wenet-style), from corpus to CER report.
+#
+# Usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [options]
+#   --corpus-dir is the directory holding data_aishell/ (wav/{train,dev,test}, transcript/).
+#   With none, stage 0 synthesises the offline demo corpus (espeak-ng Mandarin voices, AISHELL-1
+#   layout, --synth-size mini = 30 min) into download/. For the real corpus:
+#   ./run.sh --corpus-dir /data/aishell --num-epochs 40 --max-duration 300
+#   Characters are the tokens; the lexicon and the word-level LMs use the transcript's segmentation.
+#
+# Stages:
+#   0 corpus     synthesise (or --download true: fetch with lhotse) the corpus
+#   1 manifests  lhotse manifests, validated; bad files listed in data/manifests/rejected_*
+#   2 fbank      80-dim fbank into lhotse storage (--speed-perturb true: 0.9/1.1 on train)
+#   3 tokens     training transcripts (word-segmented) for the lexicon and LMs
+#   4 lang       characters as tokens: words.txt, tokens.txt, lexicon, L, L_disambig
+#   5 lm         3-gram (first pass) and 4-gram (rescoring) ARPA + G; or --lm-arpa/--rescore-arpa
+#   6 graph      HLG (determinised, epsilon-free, arc-sorted) and G_4_gram.pt
+#   7 pretrain   self-supervised pretraining of --ssl-model (skipped when empty)
+#   8 train      CTC model on --feature-type; --world-size N runs N processes via torchrun
+#   9 decode     every --decoding-method on every test part (--epoch/--avg checkpoint averaging)
+#  10 report     prints $exp_dir/RESULTS.md
+#
+# Options (defaults in brackets; run with --help to see this text):
+#   --stage [0] --stop-stage [10] --corpus-dir [] --download [false] --synth-size [mini]
+#   --synth-seed [0] --train-parts [train] --dev-parts [dev] --test-parts [test]
+#   --nj [2] --speed-perturb [false] --lm-arpa [] --rescore-arpa []
+#   --feature-type [fbank] --ssl-model [] --ssl-steps [300] --exp-dir [exp/ctc_<feature-type>]
+#   --num-epochs [12] --max-duration [200] --world-size [1] --epoch [=num-epochs] --avg [3]
+#   --decoding-method [ctc-greedy-search 1best nbest nbest-rescoring whole-lattice-rescoring]
+#   --lm-scales [0.1,0.2,...,1.0] --search-beam [20] --max-active-states [10000]
+
+stage=0
+stop_stage=10
+corpus_dir=
+download=false
+synth_size=mini
+synth_seed=0
+train_parts="train"
+dev_parts="dev"
+test_parts="test"
+nj=2
+speed_perturb=false
+lm_arpa=
+rescore_arpa=
+feature_type=fbank
+ssl_model=
+ssl_steps=300
+exp_dir=
+num_epochs=12
+max_duration=200
+world_size=1
+epoch=
+avg=3
+decoding_method="ctc-greedy-search 1best nbest nbest-rescoring whole-lattice-rescoring"
+lm_scales=0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0
+search_beam=20
+max_active_states=10000
+
+cd "$(dirname "$0")"
+. local/path.sh
+. local/parse_options.sh
+set -euo pipefail
+
+exp_dir=${exp_dir:-exp/ctc_${feature_type}}
+epoch=${epoch:-$num_epochs}
+lang_dir=data/lang_char
+lm_dir=data/lm
+all_parts="$train_parts $dev_parts $test_parts"
+
+log() { echo -e "$(date '+%Y-%m-%d %H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"; }
+cuts_of() { for p in "$@"; do echo "data/fbank/aishell_cuts_${p}.jsonl.gz"; done; }
+
+if [ -z "$corpus_dir" ]; then
+  corpus_dir=download
+  synthetic=$([ "$download" = true ] && echo false || echo true)
+else
+  synthetic=false
+fi
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  if [ "$download" = true ]; then
+    log "Stage 0: download AISHELL-1 into $corpus_dir"
+    python -m w2v.bin.download_corpus --corpus aishell --target-dir "$corpus_dir"
+  elif [ "$synthetic" = true ]; then
+    log "Stage 0: synthesise the offline demo corpus ($synth_size) into $corpus_dir"
+    python -m w2v.bin.make_corpus --layout aishell --out "$corpus_dir" \
+      --size "$synth_size" --seed "$synth_seed"
+  else
+    log "Stage 0: using the corpus in $corpus_dir"
+    [ -d "$corpus_dir" ] || { log "ERROR: --corpus-dir $corpus_dir does not exist"; exit 1; }
+  fi
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "Stage 1: lhotse manifests for $all_parts"
+  python -m w2v.bin.prepare_corpus --corpus aishell --corpus-dir "$corpus_dir" \
+    --output-dir data/manifests --parts $all_parts --nj "$nj"
+fi
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  log "Stage 2: fbank"
+  python -m w2v.bin.compute_fbank --manifest-dir data/manifests --prefix aishell \
+    --parts $all_parts --out-dir data/fbank --speed-perturb "$speed_perturb" --nj "$nj"
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: word-segmented training transcripts in $lang_dir"
+  mkdir -p "$lang_dir"
+  python -m w2v.bin.export_text --words --out "$lang_dir/transcript_words.txt" \
+    $(for p in $train_parts; do echo data/manifests/aishell_supervisions_${p}.jsonl.gz; done)
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  log "Stage 4: lang dir $lang_dir (lexicon, L, L_disambig)"
+  python -m w2v.bin.prepare_lang --lang-dir "$lang_dir" --token-type char
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "Stage 5: n-gram LMs and G in $lm_dir"
+  mkdir -p "$lm_dir"
+  for order in 3 4; do
+    given=$([ $order = 3 ] && echo "$lm_arpa" || echo "$rescore_arpa")
+    if [ -f "$lm_dir/G_${order}_gram.fst.txt" ]; then
+      log "  G_${order}_gram.fst.txt exists, skipping"
+    elif [ -n "$given" ]; then
+      python -m w2v.bin.train_lm --lm-arpa "$given" --order $order --out "$lm_dir/${order}gram.arpa" \
+        --words "$lang_dir/words.txt"
+    else
+      python -m w2v.bin.train_lm --text "$lang_dir/transcript_words.txt" --order $order \
+        --out "$lm_dir/${order}gram.arpa" --words "$lang_dir/words.txt"
+    fi
+  done
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  log "Stage 6: HLG"
+  python -m w2v.bin.compile_graph --lang-dir "$lang_dir" --lm-dir "$lm_dir"
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  if [ -n "$ssl_model" ]; then
+    log "Stage 7: self-supervised pretraining of $ssl_model ($ssl_steps updates)"
+    python -m w2v.bin.pretrain --ssl-model "$ssl_model" --size tiny \
+      --cuts $(cuts_of $train_parts) --exp-dir "exp/ssl_${ssl_model}" --num-steps "$ssl_steps"
+  else
+    log "Stage 7: no --ssl-model given, skipping pretraining"
+  fi
+fi
+
+if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
+  log "Stage 8: train CTC on $feature_type in $exp_dir ($num_epochs epochs, $world_size process(es))"
+  launcher="python"
+  [ "$world_size" -gt 1 ] && launcher="torchrun --standalone --nproc_per_node $world_size"
+  start_epoch=1
+  while [ -f "$exp_dir/epoch-${start_epoch}.pt" ]; do start_epoch=$((start_epoch + 1)); done
+  if [ $start_epoch -gt "$num_epochs" ]; then
+    log "  $exp_dir already holds epoch-${num_epochs}.pt, skipping"
+  else
+    [ $start_epoch -gt 1 ] && log "  resuming from epoch-$((start_epoch - 1)).pt"
+    $launcher -m w2v.bin.train --exp-dir "$exp_dir" --lang-dir "$lang_dir" \
+      --train-cuts $(cuts_of $train_parts) --dev-cuts $(cuts_of $dev_parts) \
+      --num-epochs "$num_epochs" --start-epoch $start_epoch --max-duration "$max_duration" \
+      --feature-type "$feature_type" --token-type char
+  fi
+fi
+
+if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
+  log "Stage 9: decode (CER) $test_parts with: $decoding_method"
+  python -m w2v.bin.decode --exp-dir "$exp_dir" --epoch "$epoch" --avg "$avg" \
+    --lang-dir "$lang_dir" --lm-dir "$lm_dir" --feature-type "$feature_type" \
+    $(for p in $(cuts_of $test_parts); do echo --cuts $p; done) \
+    $(for m in $decoding_method; do echo --decoding-method $m; done) \
+    --max-duration 400 --lm-scales "$lm_scales" \
+    --search-beam "$search_beam" --max-active-states "$max_active_states"
+fi
+
+if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
+  log "Stage 10: report ($exp_dir/RESULTS.md)"
+  cat "$exp_dir/RESULTS.md"
+fi

@@ -1,0 +1,99 @@
+"""The whole LibriSpeech recipe, stage 0 to 10, on the tiny synthetic corpus (CI runs it once)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+METHODS = ["ctc-greedy-search", "ctc-decoding", "1best", "whole-lattice-rescoring"]
+
+
+def _recipe_copy(tmp_path: Path, name: str) -> Path:
+    """egs/<name>/run.sh in a scratch dir, with ``local`` pointing at the checkout's local/."""
+    d = tmp_path / "egs" / name
+    d.mkdir(parents=True)
+    shutil.copy(REPO / "egs" / name / "run.sh", d / "run.sh")
+    (d / "local").symlink_to(REPO / "local")
+    return d
+
+
+def _run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    return subprocess.run(["bash", str(recipe / "run.sh"), *args], cwd=recipe, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.recipe
+def test_librispeech_recipe_end_to_end(tmp_path):
+    recipe = _recipe_copy(tmp_path, "librispeech")
+    args = ["--synth-size", "tiny", "--vocab-size", "100", "--num-epochs", "3", "--avg", "2",
+            "--max-duration", "30", "--decoding-method", " ".join(METHODS),
+            "--lm-scales", "0.5,1.0", "--search-beam", "10", "--max-active-states", "1000"]
+    proc = _run(recipe, *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    # every stage produced its artefact
+    for rel in ["data/manifests/librispeech_supervisions_test-clean.jsonl.gz",
+                "data/fbank/librispeech_cuts_train-clean-100.jsonl.gz",
+                "data/lang_bpe_100/bpe.model", "data/lang_bpe_100/L_disambig.pt",
+                "data/lm/G_3_gram.fst.txt", "data/lang_bpe_100/HLG.pt", "data/lm/G_4_gram.pt",
+                "exp/ctc_fbank/epoch-3.pt", "exp/ctc_fbank/RESULTS.md"]:
+        assert (recipe / rel).is_file(), rel
+
+    # results.json: one entry per method (and LM scale), consistent with the test transcripts
+    ref_words = sum(
+        len(line.split()) - 1
+        for t in (recipe / "download/LibriSpeech/test-clean").rglob("*.trans.txt")
+        for line in t.read_text().splitlines()
+    )
+    results = json.loads((recipe / "exp/ctc_fbank/results.json").read_text())
+    methods = {r["decoding_method"].split("/")[0] for r in results}
+    assert methods == set(METHODS)
+    assert {r["decoding_method"] for r in results if r["decoding_method"].startswith("whole")} == {
+        "whole-lattice-rescoring/lm_scale_0.5", "whole-lattice-rescoring/lm_scale_1.0"}
+    for r in results:
+        assert r["test_set"] == "test-clean" and r["feature_type"] == "fbank"
+        assert r["ref_words"] == ref_words
+        errors = r["ins"] + r["del"] + r["sub"]
+        assert r["wer"] == pytest.approx(100.0 * errors / ref_words, abs=0.01)
+        # the errs file of this entry carries the same numbers in icefall's header format
+        key = r["decoding_method"].split("/")[-1] if "/" in r["decoding_method"] else r["decoding_method"]
+        method = r["decoding_method"].split("/")[0]
+        errs = (recipe / "exp/ctc_fbank" / method / f"errs-test-clean-{key}.txt").read_text()
+        m = re.match(r"%WER (\d+\.\d+)% \[(\d+) / (\d+), (\d+) ins, (\d+) del, (\d+) sub \]", errs)
+        assert m, errs[:200]
+        assert (int(m[2]), int(m[3]), int(m[4]), int(m[5]), int(m[6])) == (
+            errors, ref_words, r["ins"], r["del"], r["sub"])
+    table = (recipe / "exp/ctc_fbank/RESULTS.md").read_text()
+    assert all(m in table for m in METHODS)
+    assert "RESULTS.md" in proc.stdout or "| " in proc.stdout  # stage 10 printed the table
+
+    # a rerun skips every finished stage and leaves results unchanged
+    before = (recipe / "exp/ctc_fbank/epoch-3.pt").stat().st_mtime_ns
+    proc = _run(recipe, *args, "--stop-stage", "8")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "already holds epoch-3.pt, skipping" in proc.stdout
+    assert (recipe / "exp/ctc_fbank/epoch-3.pt").stat().st_mtime_ns == before
+
+
+def test_run_sh_rejects_unknown_option(tmp_path):
+    recipe = _recipe_copy(tmp_path, "librispeech")
+    proc = _run(recipe, "--stop-stag", "3")
+    assert proc.returncode != 0
+    assert "unknown option --stop-stag" in proc.stderr
+    proc = _run(recipe, "--help")
+    assert proc.returncode == 0 and "Stage" not in proc.stderr and "--decoding-method" in proc.stdout
+
+
+def test_run_sh_missing_corpus_dir(tmp_path):
+    recipe = _recipe_copy(tmp_path, "librispeech")
+    proc = _run(recipe, "--corpus-dir", str(tmp_path / "nowhere"), "--stop-stage", "1")
+    assert proc.returncode != 0
+    assert f"--corpus-dir {tmp_path / 'nowhere'} does not exist" in proc.stdout + proc.stderr

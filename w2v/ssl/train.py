@@ -1,0 +1,511 @@
+"""Self-supervised pretraining loop over lhotse cuts of raw audio (one process or DDP via torchrun).
+
+Checkpoints ``exp_dir/checkpoint-<step>.pt`` hold the encoder in the project-wide layout
+(``{"model", "config", "kind"}``, readable by ``w2v.models.load_pretrained``) plus what resuming
+needs (``pretrainer`` heads/quantizer/teacher, ``optimizer``, ``scheduler``, ``step``). A run restarts
+from the newest checkpoint in its exp dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+from lhotse import CutSet
+from lhotse.dataset import DynamicBucketingSampler
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from w2v.ssl.kmeans import KMeans, LayerLabeler, MfccLabeler, fit_kmeans, mfcc_features
+from w2v.ssl.pretraining import (
+    Data2VecPretrainConfig,
+    Data2VecPretrainer,
+    HubertPretrainConfig,
+    HubertPretrainer,
+    PretrainOutput,
+    Wav2Vec2PretrainConfig,
+    Wav2Vec2Pretrainer,
+    Wav2VecPretrainConfig,
+    Wav2VecPretrainer,
+    wavlm_pretrain_config,
+)
+from w2v.utils import atomic_torch_save, atomic_write_text, seed_everything
+
+log = logging.getLogger(__name__)
+
+SSL_MODELS = ("wav2vec", "vq_wav2vec", "wav2vec2", "data2vec", "hubert", "wavlm")
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class PretrainConfig:
+    ssl_model: str = "wav2vec2"
+    size: str = "tiny"  # tiny | base | large (where the family has one)
+    cuts: Sequence[str] = ()
+    exp_dir: str = "exp/ssl_wav2vec2"
+    num_steps: int = 1000  # optimizer updates
+    max_duration: float = 200.0  # seconds of (cropped) audio per batch and rank
+    crop_seconds: float = 5.0  # random crop of longer utterances
+    min_seconds: float = 0.5  # shorter cuts are dropped
+    accum_grad: int = 1
+    lr: float = 5e-4
+    warmup_steps: int = -1  # -1: 8 % of num_steps (fairseq's 32k of 400k)
+    weight_decay: float = 0.01
+    grad_clip: float = 10.0
+    seed: int = 42
+    num_buckets: int = 10
+    num_workers: int = 0
+    log_interval: int = 10
+    save_every: int = 500
+    keep_last: int = 3
+    tensorboard: bool = True
+    device: str = "auto"  # "auto": cuda (cuda:LOCAL_RANK under torchrun) when available, else cpu
+    progress: bool = True
+    vq_quantizer: str = "gumbel"  # vq_wav2vec only
+    num_clusters: int = 100  # hubert / wavlm: MFCC k-means clusters
+    kmeans_path: str | None = None  # reuse these centroids instead of fitting them
+    kmeans_max_cuts: int = 500
+    # HuBERT iteration 2: cluster this layer (1-based block index) of a previous model instead of MFCC.
+    label_checkpoint: str | None = None
+    label_layer: int = 6
+    # Objective overrides, e.g. {"num_negatives": 50}; applied to the family's objective config.
+    objective_overrides: dict[str, Any] = field(default_factory=dict)
+    # Encoder overrides, e.g. {"layerdrop": 0.0}; applied to the encoder factory.
+    encoder_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+class RawAudioDataset(Dataset):
+    """Batches of randomly cropped raw audio from a CutSet (what a lhotse sampler yields).
+
+    Returns ``{"waveforms": [B, T] float, "lengths": [B] samples, "cut_ids": list[str]}``.
+    """
+
+    def __init__(self, crop_seconds: float | None = 5.0, seed: int = 0) -> None:
+        self.crop = None if crop_seconds is None else int(crop_seconds * SAMPLE_RATE)
+        self.rng = random.Random(seed)
+
+    def __getitem__(self, cuts: CutSet) -> dict:
+        waves = []
+        for cut in cuts:
+            audio = torch.as_tensor(cut.load_audio())  # [channels, samples]
+            if cut.sampling_rate != SAMPLE_RATE:
+                raise ValueError(f"{cut.id}: expected {SAMPLE_RATE} Hz audio, found {cut.sampling_rate}")
+            audio = audio[0].float()
+            if self.crop is not None and audio.numel() > self.crop:
+                start = self.rng.randrange(audio.numel() - self.crop + 1)
+                audio = audio[start : start + self.crop]
+            waves.append(audio)
+        lengths = torch.tensor([w.numel() for w in waves], dtype=torch.long)
+        batch = torch.zeros(len(waves), int(lengths.max()) if waves else 0)
+        for i, w in enumerate(waves):
+            batch[i, : w.numel()] = w
+        return {"waveforms": batch, "lengths": lengths, "cut_ids": [c.id for c in cuts]}
+
+
+def _long_enough(cut, min_seconds: float) -> bool:
+    return cut.duration >= min_seconds
+
+
+def _cropped(cut, seconds: float):
+    return cut.truncate(duration=min(cut.duration, seconds), preserve_id=True)
+
+
+def load_cuts(paths: Sequence[str], min_seconds: float) -> CutSet:
+    cuts = CutSet.from_file(paths[0]) if len(paths) == 1 else CutSet.from_files(list(paths))
+    return cuts.filter(functools.partial(_long_enough, min_seconds=min_seconds))
+
+
+def make_dataloader(cuts: CutSet, cfg: PretrainConfig, world_size: int, rank: int) -> DataLoader:
+    # The sampler sees cropped durations so max_duration bounds the audio actually loaded.
+    crop = cfg.crop_seconds
+    sampler_cuts = cuts.map(functools.partial(_cropped, seconds=crop)) if crop else cuts
+    sampler = DynamicBucketingSampler(
+        sampler_cuts,
+        max_duration=cfg.max_duration,
+        num_buckets=cfg.num_buckets,
+        shuffle=True,
+        drop_last=False,
+        world_size=world_size,
+        rank=rank,
+        seed=cfg.seed,
+    )
+    # Truncated cuts would always load the same head of the audio; look the full cut up instead.
+    full = cuts.to_eager() if crop else None
+    dataset = RawAudioDataset(crop, seed=cfg.seed + rank)
+    if full is not None:
+        dataset = _FullCutDataset(dataset, full)
+    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=cfg.num_workers)
+
+
+class _FullCutDataset(Dataset):
+    def __init__(self, inner: RawAudioDataset, full: CutSet) -> None:
+        self.inner = inner
+        self.full = full
+
+    def __getitem__(self, cuts: CutSet) -> dict:
+        return self.inner[CutSet.from_cuts(self.full[c.id] for c in cuts)]
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+def _encoder_factory(family: str, size: str):
+    import w2v.models.factory as factory
+
+    name = f"{family}_{size}"
+    if not hasattr(factory, name):
+        raise ValueError(f"No encoder factory {name}; have {sorted(factory.FACTORIES)}")
+    return getattr(factory, name)
+
+
+def _objective_config(cls, preset: dict, overrides: dict):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} fields {unknown}; expected a subset of {sorted(names)}")
+    return cls(**{**preset, **overrides})
+
+
+def _pick(factories: dict, family: str, size: str):
+    if size not in factories:
+        raise ValueError(f"{family} has no size {size!r}; expected one of {sorted(factories)}")
+    return factories[size]
+
+
+_TINY_W2V2 = dict(num_vars=64, codevector_dim=64, final_dim=64)
+_TINY_HUBERT = dict(final_dim=64)
+
+
+def build_pretrainer(cfg: PretrainConfig, labeler=None) -> nn.Module:
+    """The pretrainer of ``cfg.ssl_model`` at ``cfg.size`` (fresh weights)."""
+    family, size, enc_over, obj_over = cfg.ssl_model, cfg.size, cfg.encoder_overrides, cfg.objective_overrides
+    tiny = size == "tiny"
+    if family == "wav2vec":
+        from w2v.models import wav2vec as w
+
+        model = _pick({"tiny": w.wav2vec_tiny, "base": w.wav2vec_base, "large": w.wav2vec_large}, family, size)(**enc_over)
+        return Wav2VecPretrainer(model, _objective_config(Wav2VecPretrainConfig, {}, obj_over))
+    if family == "vq_wav2vec":
+        from w2v.models import vq_wav2vec as v
+
+        enc = {"temperature_anneal_updates": max(1, int(0.7 * cfg.num_steps)), **enc_over}
+        model = _pick({"tiny": v.vq_wav2vec_tiny, "base": v.vq_wav2vec_base}, family, size)(cfg.vq_quantizer, **enc)
+        return Wav2VecPretrainer(model, _objective_config(Wav2VecPretrainConfig, {}, obj_over))
+    encoder = _encoder_factory(family, size)(**enc_over)
+    if family == "wav2vec2":
+        return Wav2Vec2Pretrainer(encoder, _objective_config(Wav2Vec2PretrainConfig, _TINY_W2V2 if tiny else {}, obj_over))
+    if family == "data2vec":
+        return Data2VecPretrainer(encoder, _objective_config(Data2VecPretrainConfig, {}, obj_over))
+    if family in ("hubert", "wavlm"):
+        if labeler is None:
+            raise ValueError(f"{family} pretraining needs frame labels (a k-means labeler)")
+        preset = dict(_TINY_HUBERT if tiny else {}, num_clusters=labeler.num_clusters)
+        if family == "wavlm":
+            preset = dataclasses.asdict(wavlm_pretrain_config(**preset))
+        return HubertPretrainer(encoder, _objective_config(HubertPretrainConfig, preset, obj_over), labeler)
+    raise ValueError(f"Unknown ssl model {family!r}; expected one of {SSL_MODELS}")
+
+
+def fit_layer_kmeans(
+    encoder: nn.Module, layer: int, cuts: CutSet, num_clusters: int, max_cuts: int, crop_seconds: float | None, seed: int
+) -> KMeans:
+    """HuBERT iteration 2: k-means over one layer's outputs of a frozen encoder."""
+    feats = []
+    with torch.no_grad():
+        for i, cut in enumerate(cuts):
+            if i >= max_cuts:
+                break
+            audio = torch.as_tensor(cut.load_audio())[0].float()
+            if crop_seconds:
+                audio = audio[: int(crop_seconds * SAMPLE_RATE)]
+            device = next(encoder.parameters()).device
+            layers, _ = encoder.extract_features(audio[None].to(device), num_layers=layer)
+            feats.append(layers[layer - 1][0].cpu())
+    x = torch.cat(feats)
+    if x.shape[0] < num_clusters:
+        raise ValueError(f"{x.shape[0]} frames are too few for {num_clusters} clusters")
+    return fit_kmeans(x, num_clusters, num_iters=30, seed=seed)
+
+
+def fit_mfcc_kmeans(cuts: CutSet, num_clusters: int, max_cuts: int, crop_seconds: float | None, seed: int) -> KMeans:
+    """HuBERT iteration 1: k-means over 39-dim MFCC at 20 ms (the encoders' frame rate)."""
+    feats = []
+    for i, cut in enumerate(cuts):
+        if i >= max_cuts:
+            break
+        audio = torch.as_tensor(cut.load_audio())[0].float()
+        if crop_seconds:
+            audio = audio[: int(crop_seconds * SAMPLE_RATE)]
+        feats.append(mfcc_features(audio, SAMPLE_RATE, frame_shift_ms=20.0))
+    x = torch.cat(feats)
+    if x.shape[0] < num_clusters:
+        raise ValueError(f"{x.shape[0]} MFCC frames are too few for {num_clusters} clusters")
+    model = fit_kmeans(x, num_clusters, num_iters=30, seed=seed)
+    log.info("MFCC k-means: %d clusters over %d frames, inertia/frame %.2f", num_clusters, x.shape[0], model.inertia(x) / x.shape[0])
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+_CKPT = re.compile(r"checkpoint-(\d+)\.pt$")
+
+
+def checkpoint_path(exp_dir: str | Path, step: int) -> Path:
+    return Path(exp_dir) / f"checkpoint-{step}.pt"
+
+
+def list_checkpoints(exp_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every checkpoint in ``exp_dir``, oldest first."""
+    found = []
+    for p in Path(exp_dir).glob("checkpoint-*.pt"):
+        m = _CKPT.search(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(exp_dir: str | Path) -> Path | None:
+    found = list_checkpoints(exp_dir)
+    return found[-1][1] if found else None
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def _distributed(device: torch.device) -> tuple[int, int]:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup to 1, then linear decay to 0 at ``total`` (fairseq's polynomial decay, power 1)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+_STATS = ("loss", "contrastive", "diversity", "feature_penalty", "quantizer_loss", "accuracy",
+          "code_perplexity", "prob_perplexity", "temperature")
+
+
+@dataclass
+class PretrainResult:
+    pretrainer: nn.Module
+    history: list[dict]  # one entry per optimizer update: step + every stat
+    last_checkpoint: Path | None
+
+
+def pretrain(cfg: PretrainConfig) -> PretrainResult:
+    """Run (or resume) pretraining up to ``cfg.num_steps`` optimizer updates."""
+    if cfg.ssl_model not in SSL_MODELS:
+        raise ValueError(f"Unknown ssl model {cfg.ssl_model!r}; expected one of {SSL_MODELS}")
+    if not cfg.cuts:
+        raise ValueError("No cut manifests given")
+    device = _resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    world_size, rank = _distributed(device)
+    exp_dir = Path(cfg.exp_dir)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    cuts = load_cuts(cfg.cuts, cfg.min_seconds)
+
+    labeler = None
+    if cfg.ssl_model in ("hubert", "wavlm"):
+        km_path = Path(cfg.kmeans_path) if cfg.kmeans_path else exp_dir / "kmeans.pt"
+        teacher = None
+        if cfg.label_checkpoint:
+            from w2v.models import load_pretrained
+
+            teacher, _ = load_pretrained(cfg.label_checkpoint)
+            teacher = teacher.to(device)
+        if rank == 0 and not km_path.is_file():
+            if teacher is None:
+                km = fit_mfcc_kmeans(cuts, cfg.num_clusters, cfg.kmeans_max_cuts, cfg.crop_seconds, cfg.seed)
+            else:
+                km = fit_layer_kmeans(
+                    teacher, cfg.label_layer, cuts, cfg.num_clusters, cfg.kmeans_max_cuts, cfg.crop_seconds, cfg.seed
+                )
+            km.save(km_path)
+        if dist.is_initialized():
+            dist.barrier()
+        if teacher is None:
+            labeler = MfccLabeler(KMeans.load(km_path), frame_shift_ms=20.0)
+        else:
+            labeler = LayerLabeler(teacher, cfg.label_layer - 1, KMeans.load(km_path))
+
+    pretrainer = build_pretrainer(cfg, labeler).to(device)
+    params = [p for p in pretrainer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=cfg.weight_decay)
+    warmup = cfg.warmup_steps if cfg.warmup_steps >= 0 else int(0.08 * cfg.num_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, cfg.num_steps))
+
+    step, epoch = 0, 0
+    resume = latest_checkpoint(exp_dir)
+    if resume is not None:
+        ckpt = torch.load(resume, map_location="cpu", weights_only=False)
+        if ckpt.get("ssl_model") != cfg.ssl_model:
+            raise ValueError(f"{resume} is a {ckpt.get('ssl_model')!r} run, not {cfg.ssl_model!r}")
+        pretrainer.load_state_dict(ckpt["pretrainer"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        step, epoch = int(ckpt["step"]), int(ckpt["epoch"]) + 1
+        pretrainer.set_num_updates(step)
+        if rank == 0:
+            log.info("Resumed from %s (step %d)", resume, step)
+
+    if rank == 0:
+        atomic_write_text(
+            exp_dir / "config.json",
+            json.dumps(
+                {
+                    "train": dataclasses.asdict(cfg),
+                    "kind": pretrainer.encoder_kind,
+                    "encoder": pretrainer.encoder_config_dict(),
+                    "objective": dataclasses.asdict(pretrainer.config),
+                },
+                indent=2,
+                default=list,
+            ),
+        )
+        n_params = sum(p.numel() for p in pretrainer.encoder.parameters())
+        log.info("%s/%s: encoder %.2fM parameters", cfg.ssl_model, cfg.size, n_params / 1e6)
+
+    model: nn.Module = pretrainer
+    if world_size > 1:
+        model = nn.parallel.DistributedDataParallel(
+            pretrainer, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    loader = make_dataloader(cuts, cfg, world_size, rank)
+
+    writer = None
+    if rank == 0 and cfg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(exp_dir / "tensorboard"))
+    bar = None
+    if rank == 0 and cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.num_steps, initial=step, desc=f"pretrain {cfg.ssl_model}", leave=False)
+
+    def save() -> Path:
+        path = checkpoint_path(exp_dir, step)
+        atomic_torch_save(
+            {
+                "model": pretrainer.encoder.state_dict(),
+                "config": pretrainer.encoder_config_dict(),
+                "kind": pretrainer.encoder_kind,
+                "ssl_model": cfg.ssl_model,
+                "step": step,
+                "epoch": epoch,
+                "pretrainer": pretrainer.state_dict(),
+                "objective": dataclasses.asdict(pretrainer.config),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "train_config": dataclasses.asdict(cfg),
+            },
+            path,
+        )
+        for _, old in list_checkpoints(exp_dir)[: -cfg.keep_last]:
+            old.unlink(missing_ok=True)
+        return path
+
+    history: list[dict] = []
+    last: Path | None = resume
+    pretrainer.train()
+    micro = 0
+    acc: dict[str, float] = {}
+    try:
+        while step < cfg.num_steps:
+            loader.sampler.set_epoch(epoch)
+            batches_this_epoch = 0
+            for batch in loader:
+                if step >= cfg.num_steps:
+                    break
+                batches_this_epoch += 1
+                micro += 1
+                boundary = micro % cfg.accum_grad == 0
+                ctx = model.no_sync() if (world_size > 1 and not boundary) else _nullcontext()
+                with ctx:
+                    out: PretrainOutput = model(batch["waveforms"].to(device), batch["lengths"].to(device))
+                    (out.loss / cfg.accum_grad).backward()
+                for name in _STATS:
+                    value = getattr(out, name)
+                    value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+                    acc[name] = acc.get(name, 0.0) + value / cfg.accum_grad
+                if not boundary:
+                    continue
+                grad_norm = float(nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                pretrainer.after_update(step)
+                record = {"step": step, **acc, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm}
+                acc = {}
+                history.append(record)
+                if rank == 0:
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}")
+                    if writer is not None and (step % cfg.log_interval == 0 or step == 1):
+                        for name, value in record.items():
+                            if name != "step" and math.isfinite(value):
+                                writer.add_scalar(f"train/{name}", value, step)
+                    if step % cfg.log_interval == 0:
+                        log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
+                    if step % cfg.save_every == 0:
+                        last = save()
+            if batches_this_epoch == 0 and step < cfg.num_steps:
+                raise ValueError(f"No batches from {list(cfg.cuts)} (all cuts shorter than {cfg.min_seconds} s?)")
+            epoch += 1
+        if rank == 0 and (last is None or _CKPT.search(last.name).group(1) != str(step)):
+            last = save()
+        if dist.is_initialized():
+            dist.barrier()
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+    return PretrainResult(pretrainer, history, last)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
