@@ -137,7 +137,8 @@ def make_spec(layout: str, size: str = "mini", seed: int = 0, minutes: float | N
         seconds = SIZES[size]
     else:
         raise ValueError(f"unknown --size '{size}'; expected one of {sorted(SIZES)}")
-    spk = tuple(max(2, min(40, int(s / 60))) for s in seconds)
+    # many short speakers: voice variety is what lets a model generalise to unseen test voices
+    spk = tuple(max(2, min(80, int(s / 30))) for s in seconds)
     return CorpusSpec(layout=layout, seed=seed, seconds=seconds, speakers_per_part=spk)
 
 
@@ -146,7 +147,7 @@ def _speakers(spec: CorpusSpec, part_index: int, rng: random.Random) -> list[Spe
     out = []
     for i in range(spec.speakers_per_part[part_index]):
         variant = rng.choice(lang.variants)
-        sex = "F" if variant.startswith("f") or variant == "linda" else "M"
+        sex = "F" if variant.startswith("f") or variant in ("linda", "belinda", "aunty", "anika") else "M"
         if spec.layout == "librispeech":
             sid = 100 + 37 * (part_index * 1000 + i) + rng.randrange(30)
         else:
