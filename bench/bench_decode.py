@@ -2,6 +2,10 @@
 
 Usage:
   OMP_NUM_THREADS=1 python bench/bench_decode.py [--seconds 60] [--vocab-size 500] [--words 700]
+  # the output of a trained model of a recipe (network run once, not timed):
+  OMP_NUM_THREADS=1 python bench/bench_decode.py --exp-dir egs/librispeech/exp/ctc_fbank --epoch 20 \
+      --avg 3 --lang-dir egs/librispeech/data/lang_bpe_50 --lm-dir egs/librispeech/data/lm \
+      --cuts egs/librispeech/data/fbank/librispeech_cuts_test-clean.jsonl.gz
 
 Builds a lang dir from synthetic text (a few hundred syllable-made words, a word bigram
 preference so the n-grams mean something), a BPE model, a 3-gram HLG and a 4-gram G, then
@@ -67,9 +71,18 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--lm-scales", default="0.3,0.5,0.7,0.9,1.1,1.3,1.5,1.7,1.9")
+    p.add_argument("--exp-dir", type=Path, help="decode a trained model's output instead")
+    p.add_argument("--epoch", type=int)
+    p.add_argument("--avg", type=int, default=1)
+    p.add_argument("--lang-dir", type=Path)
+    p.add_argument("--lm-dir", type=Path)
+    p.add_argument("--cuts", type=Path)
     args = p.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
+    if args.exp_dir is not None:
+        _bench_model(args)
+        return
 
     text = synthetic_text(args.words, 6000, seed=0)
     train, held_out = text[:5000], text[5000:]
@@ -113,7 +126,31 @@ def _bench(args: argparse.Namespace, work: Path, train: list[str], held_out: lis
     print(f"output: mean top-1 prob {top[:, 0].exp().mean():.3f}, mean log-prob of 2nd {top[:, 1].mean():.1f}, "
           f"10th {top[:, 9].mean():.1f}, median class {top[:, top.shape[1] // 2].mean():.1f}")
     refs = [sp.decode(u).split() for u in utts]
+    _time_methods(batches, refs, graphs, opts, methods, audio_s)
 
+
+def _bench_model(args: argparse.Namespace) -> None:
+    from lhotse import CutSet
+
+    from w2v.asr.checkpoint import load_averaged
+    from w2v.asr.data import make_dataloader
+
+    model, _ = load_averaged(args.exp_dir, args.epoch, args.avg)
+    methods = args.methods.split(",")
+    graphs = load_graphs(args.lang_dir, methods, args.lm_dir)
+    batches, refs = [], []
+    with torch.no_grad():
+        for b in make_dataloader(CutSet.from_file(args.cuts), train=False, max_duration=60):
+            batches.append(model(b["features"], b["feature_lens"]))
+            refs += [t.split() for t in b["texts"]]
+    audio_s = sum(int(ln.sum()) for _, ln in batches) * FRAME_S
+    print(f"{args.exp_dir} epoch {args.epoch} avg {args.avg} on {args.cuts.name}: {len(refs)} utterances, "
+          f"{audio_s:.1f} s of network output (40 ms frames), 1 thread")
+    opts = SearchOptions(lm_scales=tuple(float(s) for s in args.lm_scales.split(",")))
+    _time_methods(batches, refs, graphs, opts, methods, audio_s)
+
+
+def _time_methods(batches, refs, graphs, opts: SearchOptions, methods: list[str], audio_s: float) -> None:
     def run(method: str, o: SearchOptions) -> tuple[float, float]:
         hyps: list[list[str]] = []
         start = time.perf_counter()

@@ -10,10 +10,14 @@ Usage:
   torchaudio's kernels (``components.USE_FAST_INFERENCE = False``). Prints median seconds, real-time
   factor, ratios to torchaudio fp32, and the bf16 error against our fp32 output.
   Targets: ours fp32 <= 1.0x torchaudio; ours bf16 <= 0.4x torchaudio fp32.
---what pretrain: one training step (forward + backward) per system in ``PRETRAIN_SYSTEMS``. The
-  built-in systems time the encoder alone under the wav2vec 2.0 masking rate against torchaudio
-  with the same weights; ``w2v.ssl`` adds full objectives by calling
-  ``register_pretrain_system(name, make_step)`` where ``make_step(encoder, waveforms) -> step()``.
+--what pretrain: one training step (forward + backward) per system in ``PRETRAIN_SYSTEMS`` on
+  ``--batch`` utterances of ``--seconds`` each. Rows: the encoder alone under the wav2vec 2.0
+  masking rate vs torchaudio with the same weights; the full wav2vec 2.0 objective (masking,
+  quantizer, negative sampling, contrastive + diversity loss, backward) of ``w2v.ssl`` vs
+  transformers ``Wav2Vec2ForPreTraining`` with the same config and encoder weights (BASE, G=2 V=320,
+  K=100, p=0.065 M=10, layerdrop 0). More rows: ``register_pretrain_system(name, make_step)`` where
+  ``make_step(encoder, waveforms) -> step()``. Prints median seconds and ours/peer ratios.
+  Target: ours full step <= 0.7x HF.
 """
 
 from __future__ import annotations
@@ -36,13 +40,13 @@ from w2v.models.loading import convert_hf_state_dict  # noqa: E402
 
 SAMPLE_RATE = 16000
 
-StepFactory = Callable[[SSLEncoder, torch.Tensor], Callable[[], object]]
+StepFactory = Callable[[SSLEncoder, torch.Tensor], "Callable[[], object] | None"]
 PRETRAIN_SYSTEMS: dict[str, StepFactory] = {}
 
 
 def register_pretrain_system(name: str, make_step: StepFactory) -> None:
-    """Add a row to ``--what pretrain``: ``make_step(our BASE encoder, waveforms [1, T])`` returns a
-    callable running one full training step (forward, loss, backward)."""
+    """Add a row to ``--what pretrain``: ``make_step(our BASE encoder, waveforms [B, T])`` returns a
+    callable running one full training step (forward, loss, backward), or None to skip the row."""
     PRETRAIN_SYSTEMS[name] = make_step
 
 
@@ -150,8 +154,8 @@ def _encoder_step(encoder: SSLEncoder, x: torch.Tensor) -> Callable[[], object]:
     encoder.train()
     frames = encoder.config.num_frames(x.shape[1])
     gen = torch.Generator().manual_seed(0)
-    starts = torch.rand(1, frames, generator=gen) < 0.065
-    mask = torch.zeros(1, frames, dtype=torch.bool)
+    starts = torch.rand(x.shape[0], frames, generator=gen) < 0.065
+    mask = torch.zeros(x.shape[0], frames, dtype=torch.bool)
     for offset in range(10):
         mask[:, offset:] |= starts[:, : frames - offset]
 
@@ -181,20 +185,93 @@ def _torchaudio_step(encoder: SSLEncoder, x: torch.Tensor) -> Callable[[], objec
     return step
 
 
+def _ours_w2v2_step(encoder: SSLEncoder, x: torch.Tensor) -> Callable[[], object]:
+    """w2v.ssl's wav2vec 2.0 objective: masking, Gumbel quantizer, negatives, L_m + 0.1 L_d + penalty."""
+    from w2v.ssl.pretraining import Wav2Vec2PretrainConfig, Wav2Vec2Pretrainer
+
+    pretrainer = Wav2Vec2Pretrainer(encoder, Wav2Vec2PretrainConfig()).train()
+
+    def step():
+        pretrainer.zero_grad(set_to_none=True)
+        out = pretrainer(x)
+        out.loss.backward()
+        return out.loss
+
+    return step
+
+
+def hf_pretraining_peer(ours: SSLEncoder):
+    """transformers ``Wav2Vec2ForPreTraining`` with our encoder's config and weights, or None."""
+    try:
+        import transformers
+    except ImportError:
+        return None
+    c = ours.config
+    cfg = transformers.Wav2Vec2Config(
+        hidden_dropout=c.dropout, attention_dropout=c.attention_dropout, activation_dropout=c.activation_dropout,
+        feat_proj_dropout=c.dropout_input, layerdrop=c.layerdrop, feat_quantizer_dropout=0.0,
+        mask_time_prob=0.65, mask_time_length=10, num_negatives=100, num_codevector_groups=2,
+        num_codevectors_per_group=320, codevector_dim=256, proj_codevector_dim=256,
+        contrastive_logits_temperature=0.1, diversity_loss_weight=0.1,
+    )
+    peer = transformers.Wav2Vec2ForPreTraining(cfg).train()
+    ours_state = ours.state_dict()
+    encoder_state = {}
+    for key in peer.wav2vec2.state_dict():
+        (ours_key,) = convert_hf_state_dict({key: torch.empty(0)})
+        encoder_state[key] = ours_state[ours_key]
+    peer.wav2vec2.load_state_dict(encoder_state, strict=True)
+    return peer
+
+
+def _hf_w2v2_step(encoder: SSLEncoder, x: torch.Tensor) -> Callable[[], object] | None:
+    """HF: the mask and negatives are drawn by its own helpers (numpy) inside the timed step, as ours."""
+    peer = hf_pretraining_peer(encoder)
+    if peer is None:
+        return None
+    from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
+
+    shape = (x.shape[0], encoder.config.num_frames(x.shape[1]))
+
+    def step():
+        peer.zero_grad(set_to_none=True)
+        mask = _compute_mask_indices(shape, mask_prob=0.65, mask_length=10, min_masks=2)
+        negatives = _sample_negative_indices(shape, 100, mask)
+        out = peer(x, mask_time_indices=torch.from_numpy(mask), sampled_negative_indices=torch.from_numpy(negatives))
+        # HF sums over masked frames; divide as ours averages (the backward pass is the same work)
+        (out.loss / int(mask.sum())).backward()
+        return out.loss
+
+    return step
+
+
 register_pretrain_system("ours encoder step", _encoder_step)
 register_pretrain_system("torchaudio encoder step", _torchaudio_step)
+register_pretrain_system("ours wav2vec2 pretrain step", _ours_w2v2_step)
+register_pretrain_system("HF Wav2Vec2ForPreTraining step", _hf_w2v2_step)
+
+_PEERS = {"ours encoder step": "torchaudio encoder step", "ours wav2vec2 pretrain step": "HF Wav2Vec2ForPreTraining step"}
 
 
-def bench_pretrain(threads: list[int], seconds: float, repeats: int) -> None:
+def bench_pretrain(threads: list[int], seconds: float, repeats: int, batch: int = 2) -> None:
     torch.manual_seed(0)
-    x = torch.randn(1, int(seconds * SAMPLE_RATE))
-    print(f"one training step, wav2vec2 BASE, {seconds:g} s of audio, batch 1")
-    print(f"\n{'threads':>7} {'system':<32} {'seconds':>8}")
+    x = torch.randn(batch, int(seconds * SAMPLE_RATE))
+    print(f"one training step, wav2vec2 BASE (layerdrop 0), {batch} x {seconds:g} s of audio")
+    print(f"\n{'threads':>7} {'system':<32} {'seconds':>8} {'ours/peer':>10}")
     for n in threads:
         torch.set_num_threads(n)
-        steps = {name: make_step(wav2vec2_base(), x) for name, make_step in PRETRAIN_SYSTEMS.items()}
-        for name, seconds_per_step in median_times(steps, repeats).items():
-            print(f"{n:>7} {name:<32} {seconds_per_step:8.3f}")
+        steps = {}
+        for name, make_step in PRETRAIN_SYSTEMS.items():
+            torch.manual_seed(0)
+            step = make_step(wav2vec2_base(layerdrop=0.0), x)
+            if step is not None:  # a peer that is not installed
+                steps[name] = step
+        timings = median_times(steps, repeats)
+        for name, seconds_per_step in timings.items():
+            peer = _PEERS.get(name)
+            ratio = f"{seconds_per_step / timings[peer]:9.2f}x" if peer in timings else ""
+            print(f"{n:>7} {name:<32} {seconds_per_step:8.3f} {ratio:>10}")
+    print("target: ours wav2vec2 pretrain step <= 0.70x HF")
 
 
 def main() -> None:
@@ -203,11 +280,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--seconds", type=float, default=10.0, help="audio per forward")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per system (median reported)")
+    p.add_argument("--batch", type=int, default=2, help="utterances per training step (--what pretrain)")
     args = p.parse_args()
     if args.what == "forward":
         bench_forward(args.threads, args.seconds, args.repeats)
     else:
-        bench_pretrain(args.threads, args.seconds, args.repeats)
+        bench_pretrain(args.threads, args.seconds, args.repeats, args.batch)
 
 
 if __name__ == "__main__":

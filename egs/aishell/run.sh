@@ -26,7 +26,7 @@
 #   --synth-seed [0] --train-parts [train] --dev-parts [dev] --test-parts [test]
 #   --nj [2] --speed-perturb [false] --lm-arpa [] --rescore-arpa []
 #   --feature-type [fbank] --ssl-model [] --ssl-steps [300] --exp-dir [exp/ctc_<feature-type>]
-#   --num-epochs [12] --max-duration [200] --world-size [1] --epoch [=num-epochs] --avg [3]
+#   --num-epochs [25] --max-duration [30] --world-size [1] --epoch [=num-epochs] --avg [3]
 #   --decoding-method [ctc-greedy-search 1best nbest nbest-rescoring whole-lattice-rescoring]
 #   --lm-scales [0.1,0.2,...,1.0] --search-beam [20] --max-active-states [10000]
 
@@ -47,8 +47,8 @@ feature_type=fbank
 ssl_model=
 ssl_steps=300
 exp_dir=
-num_epochs=12
-max_duration=200
+num_epochs=25
+max_duration=30
 world_size=1
 epoch=
 avg=3

@@ -23,9 +23,9 @@
 # Options (defaults in brackets; run with --help to see this text):
 #   --stage [0] --stop-stage [10] --corpus-dir [] --download [false] --synth-size [mini]
 #   --synth-seed [0] --train-parts [train-clean-100] --dev-parts [dev-clean] --test-parts [test-clean]
-#   --nj [2] --speed-perturb [false] --vocab-size [200] --lm-arpa [] --rescore-arpa []
+#   --nj [2] --speed-perturb [false] --vocab-size [50] --lm-arpa [] --rescore-arpa []
 #   --feature-type [fbank] --ssl-model [] --ssl-steps [300] --exp-dir [exp/ctc_<feature-type>]
-#   --num-epochs [12] --max-duration [200] --world-size [1] --epoch [=num-epochs] --avg [3]
+#   --num-epochs [25] --max-duration [30] --world-size [1] --epoch [=num-epochs] --avg [3]
 #   --decoding-method [ctc-greedy-search ctc-decoding 1best nbest nbest-rescoring whole-lattice-rescoring]
 #   --lm-scales [0.1,0.2,...,1.0] --search-beam [20] --max-active-states [10000]
 
@@ -40,15 +40,15 @@ dev_parts="dev-clean"
 test_parts="test-clean"
 nj=2
 speed_perturb=false
-vocab_size=200
+vocab_size=50
 lm_arpa=
 rescore_arpa=
 feature_type=fbank
 ssl_model=
 ssl_steps=300
 exp_dir=
-num_epochs=12
-max_duration=200
+num_epochs=25
+max_duration=30
 world_size=1
 epoch=
 avg=3

@@ -54,8 +54,9 @@ class TrainConfig:
     max_duration: float = 200.0
     num_buckets: int = 10
     spec_augment: bool = True
-    lr: float = 3e-3
-    warmup_steps: int = 80
+    # lr and warmup tuned on the synthetic mini corpus (25 epochs, 30 s batches, SpecAugment)
+    lr: float = 2e-3
+    warmup_steps: int = 300
     weight_decay: float = 1e-6
     grad_clip: float = 5.0
     ctc_impl: str = "k2"

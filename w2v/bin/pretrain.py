@@ -9,6 +9,10 @@ Usage:
   # HuBERT / WavLM:  ... --num-clusters 100  (MFCC k-means fitted first, saved as exp_dir/kmeans.pt)
   # HuBERT iter. 2:  ... --num-clusters 500 --label-checkpoint exp/ssl_hubert/checkpoint-N.pt --label-layer 6
   # objective knobs: ... --objective '{"num_negatives": 50}' --encoder '{"layerdrop": 0.0}'
+  # tiny wav2vec 2.0 from scratch on CPU (presets: w2v.ssl.train.TINY_WAV2VEC2_*; contrastive loss
+  # leaves ln 101 = 4.615 after ~150 updates):
+  #   OMP_NUM_THREADS=1 python -m w2v.bin.pretrain --ssl-model wav2vec2 --size tiny --cuts CUTS \
+  #       --exp-dir exp/ssl_tiny --num-steps 600 --max-duration 24 --crop-seconds 3
   # 2 processes:     torchrun --nproc_per_node 2 -m w2v.bin.pretrain ...   (gloo on CPU, nccl on GPUs)
   # resume:          rerun the same command; it continues from the newest exp_dir/checkpoint-*.pt
 
@@ -45,7 +49,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-seconds", type=float, default=d.crop_seconds, help="random crop of longer utterances (0: none)")
     p.add_argument("--min-seconds", type=float, default=d.min_seconds)
     p.add_argument("--accum-grad", type=int, default=d.accum_grad)
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help="peak learning rate (default: 5e-4; 5e-3 for --ssl-model wav2vec2 --size tiny)")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="-1: 8%% of --num-steps")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--grad-clip", type=float, default=d.grad_clip)

@@ -23,9 +23,8 @@ from w2v.models.components import (
     Encoder,
     FeatureEncoder,
     build_encoder,
-    fast_linear,
-    inference_path,
     init_weights,
+    linear,
     lengths_to_padding_mask,
 )
 from w2v.models.config import EncoderConfig
@@ -115,11 +114,7 @@ class SSLEncoder(nn.Module):
                 padding_mask = lengths_to_padding_mask(lengths, frames)
         projection = self.encoder.feature_projection
         features = projection.layer_norm(features)
-        linear = projection.projection
-        if inference_path(features, linear.weight):
-            projected = projection.dropout(fast_linear(features, linear.weight, linear.bias))
-        else:
-            projected = projection.dropout(linear(features))
+        projected = projection.dropout(linear(features, projection.projection))
         x = projected
         if mask is not None:
             if mask.shape != (batch, frames) or mask.dtype != torch.bool:
