@@ -25,7 +25,7 @@
 #   --stage [0] --stop-stage [10] --corpus-dir [] --download [false] --synth-size [mini]
 #   --synth-seed [0] --train-parts [train] --dev-parts [dev] --test-parts [test]
 #   --nj [2] --speed-perturb [false] --lm-arpa [] --rescore-arpa []
-#   --feature-type [fbank] --ssl-model [] --ssl-steps [300] --exp-dir [exp/ctc_<feature-type>]
+#   --feature-type [fbank] --ssl-model [] --ssl-steps [600] --exp-dir [exp/ctc_<feature-type>]
 #   --num-epochs [25] --max-duration [30] --world-size [1] --epoch [=num-epochs] --avg [3]
 #   --decoding-method [ctc-greedy-search 1best nbest nbest-rescoring whole-lattice-rescoring]
 #   --lm-scales [0.1,0.2,...,1.0] --search-beam [20] --max-active-states [10000]
@@ -45,7 +45,7 @@ lm_arpa=
 rescore_arpa=
 feature_type=fbank
 ssl_model=
-ssl_steps=300
+ssl_steps=600
 exp_dir=
 num_epochs=25
 max_duration=30
@@ -142,7 +142,8 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   if [ -n "$ssl_model" ]; then
     log "Stage 7: self-supervised pretraining of $ssl_model ($ssl_steps updates)"
     python -m w2v.bin.pretrain --ssl-model "$ssl_model" --size tiny \
-      --cuts $(cuts_of $train_parts) --exp-dir "exp/ssl_${ssl_model}" --num-steps "$ssl_steps"
+      --cuts $(cuts_of $train_parts) --exp-dir "exp/ssl_${ssl_model}" --num-steps "$ssl_steps" \
+      --max-duration 24 --crop-seconds 3
   else
     log "Stage 7: no --ssl-model given, skipping pretraining"
   fi

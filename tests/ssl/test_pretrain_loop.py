@@ -1,5 +1,6 @@
 """The pretraining loop and its entry point on the tiny synthetic LibriSpeech."""
 
+import dataclasses
 import json
 
 import pytest
@@ -139,3 +140,22 @@ def test_hubert_second_iteration_uses_layer_kmeans(cuts_file, tmp_path):
     assert km.centroids.shape == (10, 64)  # clusters of the 64-dim block outputs, not 39-dim MFCC
     assert isinstance(second.pretrainer.labeler, LayerLabeler)
     assert second.pretrainer.label_embeddings.shape[0] == 10
+
+
+def test_tiny_wav2vec2_preset_is_resolved(cuts_file, tmp_path):
+    from w2v.ssl.train import TINY_WAV2VEC2_LR, build_pretrainer, default_lr
+
+    cfg = PretrainConfig(ssl_model="wav2vec2", size="tiny", cuts=[str(cuts_file)], exp_dir=str(tmp_path))
+    assert default_lr(cfg) == TINY_WAV2VEC2_LR == 5e-3
+    assert default_lr(PretrainConfig(ssl_model="wav2vec2", size="base")) == 5e-4
+    assert default_lr(PretrainConfig(ssl_model="wav2vec2", size="tiny", lr=1e-4)) == 1e-4
+    p = build_pretrainer(cfg)
+    assert p.config.feature_penalty_weight == 0.0 and p.config.num_negatives == 100
+    assert p.config.diversity_weight == 0.1 and p.config.logit_temperature == 0.1  # the paper's loss
+    assert p.encoder.config.dropout == 0.0 and p.encoder.config.layerdrop == 0.0
+    p.set_num_updates(200)
+    assert p.quantizer.temperature == 0.5
+    # explicit overrides still win over the preset
+    cfg = dataclasses.replace(cfg, objective_overrides={"feature_penalty_weight": 10.0}, encoder_overrides={"dropout": 0.1})
+    p = build_pretrainer(cfg)
+    assert p.config.feature_penalty_weight == 10.0 and p.encoder.config.dropout == 0.1

@@ -203,7 +203,9 @@ _TINY_HUBERT = dict(final_dim=64)
 # * Gumbel temperature reaches its 0.5 floor after ~200 updates (decay 0.993) instead of ~280k.
 # * codebooks of 2 x 64 entries, 64-dim codewords and final projection (BASE: 2 x 320, 256).
 # * peak learning rate 5e-3 (train default 5e-4), warmup 8 % as always.
-TINY_WAV2VEC2_OBJECTIVE = dict(num_vars=64, codevector_dim=64, final_dim=64, feature_penalty_weight=0.0, temperature_decay=0.993)
+TINY_WAV2VEC2_OBJECTIVE = dict(
+    num_vars=64, codevector_dim=64, final_dim=64, feature_penalty_weight=0.0, temperature_decay=0.993
+)
 TINY_WAV2VEC2_ENCODER = dict(dropout=0.0, attention_dropout=0.0, dropout_input=0.0, layerdrop=0.0)
 TINY_WAV2VEC2_LR = 5e-3
 DEFAULT_LR = 5e-4
