@@ -16,15 +16,8 @@ from __future__ import annotations
 import argparse
 
 from w2v.features.fbank import compute_fbank_for_parts
-from w2v.utils import setup_logging
+from w2v.utils import setup_logging, str2bool
 
-
-def _bool(v: str) -> bool:
-    if v.lower() in ("true", "1", "yes"):
-        return True
-    if v.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"Expected true/false, got {v!r}")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -33,7 +26,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", required=True, help="corpus name: librispeech, aishell")
     p.add_argument("--parts", nargs="+", required=True)
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--speed-perturb", type=_bool, default=False)
+    p.add_argument("--speed-perturb", type=str2bool, default=False)
     p.add_argument("--nj", type=int, default=1, help="worker processes")
     return p
 

@@ -26,15 +26,8 @@ import argparse
 import json
 
 from w2v.ssl.train import SSL_MODELS, PretrainConfig, pretrain
-from w2v.utils import setup_logging
+from w2v.utils import setup_logging, str2bool
 
-
-def str2bool(v: str) -> bool:
-    if v.lower() in ("true", "1", "yes"):
-        return True
-    if v.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"Expected true/false, got {v!r}")
 
 
 def get_parser() -> argparse.ArgumentParser:
