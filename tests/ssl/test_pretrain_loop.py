@@ -159,3 +159,17 @@ def test_tiny_wav2vec2_preset_is_resolved(cuts_file, tmp_path):
     cfg = dataclasses.replace(cfg, objective_overrides={"feature_penalty_weight": 10.0}, encoder_overrides={"dropout": 0.1})
     p = build_pretrainer(cfg)
     assert p.config.feature_penalty_weight == 10.0 and p.encoder.config.dropout == 0.1
+
+
+def test_bf16_autocast_step_stays_close_to_fp32(cuts_file, tmp_path):
+    """The bf16 path trains the same model: first-step losses agree, weights stay fp32."""
+    runs = {}
+    for bf16 in (False, True):
+        cfg = small(cuts_file, tmp_path / f"bf16_{bf16}", ssl_model="wav2vec2", num_steps=2, bf16=bf16,
+                    save_every=2, seed=3, encoder_overrides={"layerdrop": 0.0, "dropout": 0.0})
+        runs[bf16] = pretrain(cfg)
+    fp32, bf16 = runs[False].history[0], runs[True].history[0]
+    assert fp32["loss"] == pytest.approx(bf16["loss"], rel=0.05)
+    assert fp32["loss"] != bf16["loss"]  # autocast really ran in bf16
+    ckpt = torch.load(tmp_path / "bf16_True" / "checkpoint-2.pt", map_location="cpu", weights_only=False)
+    assert {v.dtype for v in ckpt["model"].values() if v.is_floating_point()} == {torch.float32}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from w2v.ssl.train import SSL_MODELS, PretrainConfig, pretrain
 from w2v.utils import setup_logging, str2bool
@@ -54,8 +55,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint every N updates")
     p.add_argument("--keep-last", type=int, default=d.keep_last)
     p.add_argument("--tensorboard", type=str2bool, default=d.tensorboard)
-    p.add_argument("--progress", type=str2bool, default=d.progress)
+    p.add_argument("--progress", type=str2bool, default=d.progress and sys.stderr.isatty())
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--bf16", type=str2bool, default=d.bf16, help="forward + loss under bf16 autocast")
     p.add_argument("--vq-quantizer", choices=["gumbel", "kmeans"], default=d.vq_quantizer)
     p.add_argument("--num-clusters", type=int, default=d.num_clusters)
     p.add_argument("--kmeans", dest="kmeans_path", default=None, help="existing k-means centroids (HuBERT/WavLM)")

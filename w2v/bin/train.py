@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from dataclasses import fields
 
 from w2v.asr.model import AsrConfig
@@ -51,7 +52,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batches-per-epoch", type=int, default=t.max_batches_per_epoch)
     p.add_argument("--log-batches", type=str2bool, default=t.log_batches)
     p.add_argument("--tensorboard", type=str2bool, default=t.tensorboard)
-    p.add_argument("--progress", type=str2bool, default=t.progress)
+    # tqdm bars only on a terminal: in a log file they are one line per update
+    p.add_argument("--progress", type=str2bool, default=t.progress and sys.stderr.isatty())
     m = AsrConfig()
     g = p.add_argument_group("model (ignored when resuming: the checkpoint's config is used)")
     for f in fields(AsrConfig):

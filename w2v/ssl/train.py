@@ -71,6 +71,9 @@ class PretrainConfig:
     keep_last: int = 3
     tensorboard: bool = True
     device: str = "auto"  # "auto": cuda (cuda:LOCAL_RANK under torchrun) when available, else cpu
+    # Forward and loss under bf16 autocast (weights, optimizer and gradients stay fp32). On CPUs
+    # with AVX512-BF16 the matrix multiplies run ~4x faster than fp32.
+    bf16: bool = False
     progress: bool = True
     vq_quantizer: str = "gumbel"  # vq_wav2vec only
     num_clusters: int = 100  # hubert / wavlm: MFCC k-means clusters
@@ -489,8 +492,9 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
                 boundary = micro % cfg.accum_grad == 0
                 ctx = model.no_sync() if (world_size > 1 and not boundary) else _nullcontext()
                 with ctx:
-                    out: PretrainOutput = model(batch["waveforms"].to(device), batch["lengths"].to(device))
-                    (out.loss / cfg.accum_grad).backward()
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                        out: PretrainOutput = model(batch["waveforms"].to(device), batch["lengths"].to(device))
+                    (out.loss.float() / cfg.accum_grad).backward()
                 for name in _STATS:
                     value = getattr(out, name)
                     value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
