@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     model_cfg = AsrConfig(**{k: v for k, v in args.items() if k in model_names})
     train_cfg = TrainConfig(**{k: v for k, v in args.items() if k not in model_names})
     result = train(train_cfg, model_cfg)
-    logging.info("Done: %s", result.history)
+    h = result.history
+    if h["epoch"]:
+        logging.info(f"done: epoch {h['epoch'][-1]}, train loss {h['train_loss'][-1]:.4f}, "
+                     f"dev loss {h['dev_loss'][-1]:.4f}, {sum(h['seconds']):.0f} s of training")
 
 
 if __name__ == "__main__":
