@@ -133,30 +133,7 @@ install_from_source() {
   fi
   git -C "$src" checkout -q "$k2_commit"
   # torch >= 2.10 headers need C++20; two constructs k2 @ a741ae88 relies on stop compiling there.
-  "$python" - "$src" <<'EOF'
-import pathlib, re, sys
-src = pathlib.Path(sys.argv[1])
-setup = src / "setup.py"
-text = setup.read_text()
-setup.write_text(text.replace("-DCMAKE_CXX_STANDARD=17", "-DCMAKE_CXX_STANDARD=20"))
-for cm in [src / "CMakeLists.txt"]:
-    t = cm.read_text()
-    t = re.sub(r"set\(CMAKE_CXX_STANDARD\s+\d+", "set(CMAKE_CXX_STANDARD 20", t)
-    cm.write_text(t)
-ragged = src / "k2/csrc/ragged.h"
-t = ragged.read_text()
-ctor = ("  RaggedShapeLayer(const Array1<int32_t> &row_splits, const Array1<int32_t> &row_ids,\n"
-        "                   int32_t cached_tot_size)\n"
-        "      : row_splits(row_splits), row_ids(row_ids), cached_tot_size(cached_tot_size) {}\n"
-        "  RaggedShapeLayer() = default;\n")
-if "RaggedShapeLayer(const Array1<int32_t> &row_splits" not in t:
-    t = re.sub(r"(struct RaggedShapeLayer\s*\{\n)", lambda m: m.group(1) + ctor, t, count=1)
-    ragged.write_text(t)
-pick = src / "k2/python/csrc/torch/ragged.cu"
-t = pick.read_text()
-t = re.sub(r"\[\]\(const RaggedAny &self\)\s*\{", "[](const RaggedAny &self) -> py::tuple {", t, count=1)
-pick.write_text(t)
-EOF
+  "$python" "$here/tools/k2_source_patches.py" "$src"
   local cmake_args="-DK2_WITH_CUDA=$([ "$device" = cuda ] && echo ON || echo OFF) -DCMAKE_BUILD_TYPE=Release"
   cmake_args="$cmake_args -DK2_ENABLE_TESTS=OFF -DK2_BUILD_FOR_ALL_ARCHS=ON"
   log "building k2 from $src ($device; takes about 8 minutes on 2 cores)"

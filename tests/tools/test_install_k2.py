@@ -66,3 +66,33 @@ def test_wheelhouse_without_a_matching_wheel_lists_what_it_has(tmp_path):
 def test_bad_route_is_rejected():
     proc = _run("--route", "conda")
     assert proc.returncode == 2 and "--route must be auto, wheelhouse, index or source" in proc.stderr
+
+
+def _fake_k2_tree(root: Path, with_default_ctor: bool) -> Path:
+    (root / "k2/csrc").mkdir(parents=True)
+    (root / "k2/python/csrc/torch").mkdir(parents=True)
+    (root / "setup.py").write_text('cmake_args = "-DCMAKE_CXX_STANDARD=17"\n')
+    (root / "CMakeLists.txt").write_text("set(CMAKE_CXX_STANDARD 17 CACHE STRING \"\")\n")
+    default = "  RaggedShapeLayer() = default;\n" if with_default_ctor else ""
+    (root / "k2/csrc/ragged.h").write_text(
+        "namespace k2 {\nstruct RaggedShapeLayer {\n" + default +
+        "  Array1<int32_t> row_splits;\n  Array1<int32_t> row_ids;\n  int32_t cached_tot_size;\n};\n}\n")
+    (root / "k2/python/csrc/torch/ragged.cu").write_text(
+        "  pyclass.def(py::pickle(\n      [](const PyClass &obj) {\n        return py::make_tuple(1, 2);\n"
+        "      },\n      [](py::tuple t) { return PyClass(); }));\n")
+    return root
+
+
+def test_source_route_patches_apply_once(tmp_path):
+    for with_default in (False, True):
+        root = _fake_k2_tree(tmp_path / f"k2-{with_default}", with_default)
+        for _ in range(2):  # idempotent
+            subprocess.run([sys.executable, str(REPO / "tools/k2_source_patches.py"), str(root)], check=True)
+        assert "-DCMAKE_CXX_STANDARD=20" in (root / "setup.py").read_text()
+        assert "set(CMAKE_CXX_STANDARD 20" in (root / "CMakeLists.txt").read_text()
+        header = (root / "k2/csrc/ragged.h").read_text()
+        assert header.count("RaggedShapeLayer() = default;") == 1
+        assert header.count("int32_t cached_tot_size)\n") == 1
+        cu = (root / "k2/python/csrc/torch/ragged.cu").read_text()
+        assert cu.count("[](const PyClass &obj) -> py::tuple {") == 1
+        assert "[](py::tuple t) { return" in cu  # __setstate__ untouched
