@@ -8,17 +8,11 @@ import pytest
 import torch
 
 import w2v.bin.decode as bin_decode
+from w2v.decode.synthetic import TOY_SENTENCES as SENTENCES
 from w2v.decode.synthetic import peaky_log_probs
 from w2v.lang.bpe import load_bpe
 from w2v.lang.pipeline import build_lang_and_graphs
 
-SENTENCES = [
-    "THE CAT SAT ON THE MAT",
-    "A DOG RAN IN THE PARK",
-    "THEY SAW THE CAT AND THE DOG",
-    "THE MAT IS RED AND THE PARK IS GREEN",
-    "A RED CAT SAW A GREEN DOG",
-] * 4
 # utt-c has an OOV word (GRASS): decodable only by spelling, an error for the HLG methods
 TEST = {"utt-a": "THE DOG SAT ON THE MAT", "utt-b": "A RED PARK", "utt-c": "THE CAT ON THE GRASS"}
 

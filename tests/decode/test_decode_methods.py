@@ -9,18 +9,12 @@ from w2v.decode.ctc import (
     decode_log_probs,
     load_graphs,
 )
+from w2v.decode.synthetic import TOY_SENTENCES as SENTENCES
 from w2v.decode.synthetic import peaky_log_probs
 from w2v.lang.bpe import load_bpe
 from w2v.lang.lexicon import max_token_id, read_lexicon, read_symbol_table
 from w2v.lang.pipeline import build_lang_and_graphs
 
-SENTENCES = [
-    "THE CAT SAT ON THE MAT",
-    "A DOG RAN IN THE PARK",
-    "THEY SAW THE CAT AND THE DOG",
-    "THE MAT IS RED AND THE PARK IS GREEN",
-    "A RED CAT SAW A GREEN DOG",
-] * 4
 OPTS = SearchOptions(lm_scales=(0.5, 1.0), num_paths=20)
 
 

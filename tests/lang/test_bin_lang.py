@@ -1,16 +1,10 @@
 """The lang/LM/graph entry points chained as a recipe runs them."""
 
 from w2v.bin import compile_graph, prepare_lang, train_bpe, train_lm
+from w2v.decode.synthetic import TOY_SENTENCES as SENTENCES
 from w2v.lang.arpa import read_arpa
 from w2v.lang.lexicon import load_fsa, read_symbol_table
 
-SENTENCES = [
-    "THE CAT SAT ON THE MAT",
-    "A DOG RAN IN THE PARK",
-    "THEY SAW THE CAT AND THE DOG",
-    "THE MAT IS RED AND THE PARK IS GREEN",
-    "A RED CAT SAW A GREEN DOG",
-] * 4
 
 def test_recipe_stages(tmp_path):
     lang, lm = tmp_path / "lang_bpe_30", tmp_path / "lm"

@@ -1,14 +1,7 @@
 import pytest
 
+from w2v.decode.synthetic import TOY_SENTENCES as SENTENCES
 from w2v.lang.bpe import load_bpe, train_bpe
-
-SENTENCES = [
-    "THE CAT SAT ON THE MAT",
-    "A DOG RAN IN THE PARK",
-    "THEY SAW THE CAT AND THE DOG",
-    "THE MAT IS RED AND THE PARK IS GREEN",
-    "A RED CAT SAW A GREEN DOG",
-] * 4
 
 
 @pytest.fixture(scope="module")

@@ -2,18 +2,11 @@ import k2
 import pytest
 import torch
 
+from w2v.decode.synthetic import TOY_SENTENCES as SENTENCES
 from w2v.lang.arpa import train_arpa
 from w2v.lang.bpe import train_bpe
 from w2v.lang.graph import arpa_to_fst_text, compile_graphs, g_for_rescoring
 from w2v.lang.lexicon import load_fsa, prepare_lang, read_symbol_table
-
-SENTENCES = [
-    "THE CAT SAT ON THE MAT",
-    "A DOG RAN IN THE PARK",
-    "THEY SAW THE CAT AND THE DOG",
-    "THE MAT IS RED AND THE PARK IS GREEN",
-    "A RED CAT SAW A GREEN DOG",
-] * 4
 
 
 @pytest.fixture(scope="module")

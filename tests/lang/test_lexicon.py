@@ -10,14 +10,7 @@ from w2v.lang.lexicon import (
     read_symbol_table,
     split_chars,
 )
-
-SENTENCES = [
-    "THE CAT SAT ON THE MAT",
-    "A DOG RAN IN THE PARK",
-    "THEY SAW THE CAT AND THE DOG",
-    "THE MAT IS RED AND THE PARK IS GREEN",
-    "A RED CAT SAW A GREEN DOG",
-] * 4
+from w2v.decode.synthetic import TOY_SENTENCES as SENTENCES
 
 
 @pytest.fixture(scope="module")

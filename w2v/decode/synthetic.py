@@ -6,6 +6,15 @@ from typing import Sequence
 
 import torch
 
+# A five-sentence toy corpus (20 lines) for lang/graph/decoding tests.
+TOY_SENTENCES = [
+    "THE CAT SAT ON THE MAT",
+    "A DOG RAN IN THE PARK",
+    "THEY SAW THE CAT AND THE DOG",
+    "THE MAT IS RED AND THE PARK IS GREEN",
+    "A RED CAT SAW A GREEN DOG",
+] * 4
+
 
 def peaky_log_probs(
     token_seqs: Sequence[Sequence[int]],
