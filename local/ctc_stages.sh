@@ -1,9 +1,29 @@
-# Stages 5-10 of every CTC recipe (LM, graph, SSL pretraining, training, decoding, report),
-# sourced by egs/<corpus>/run.sh after its corpus-specific stages 0-4. Expects from the recipe:
-# stage, stop_stage, lang_dir, lm_dir, token_type (bpe|char), train/dev/test_parts, cuts_of,
-# log, and the options declared there (lm_arpa, rescore_arpa, ssl_model, ssl_steps, exp_dir,
-# feature_type, num_epochs, max_duration, world_size, epoch, avg, decoding_method, lm_scales,
-# search_beam, max_active_states).
+# Stages 5-11 of every CTC recipe (LM, graph, SSL pretraining, SSL features, training, decoding,
+# report), sourced by egs/<corpus>/run.sh after its corpus-specific stages 0-4. Expects from the
+# recipe: stage, stop_stage, lang_dir, lm_dir, token_type (bpe|char), train/dev/test_parts,
+# cuts_of (the fbank cuts of parts), log, and the options declared there (lm_arpa, rescore_arpa,
+# ssl_model, ssl_steps, feature_type, ssl_checkpoint, ssl_layer, ssl_bf16, exp_dir, num_epochs,
+# max_duration, world_size, epoch, avg, decoding_method, lm_scales, search_beam,
+# max_active_states).
+
+# --feature-type fbank | ssl. For ssl, layer --ssl-layer of --ssl-checkpoint (default: what stage 7
+# pretrained) is extracted in stage 8 into data/ssl/<tag>/, and stages 9-10 read it from there.
+case "$feature_type" in
+  fbank) feature_tag=fbank ;;
+  ssl)
+    ssl_checkpoint=${ssl_checkpoint:-exp/ssl_${ssl_model:-wav2vec2}}
+    ckpt_name=$(basename "$ssl_checkpoint"); ckpt_name=${ckpt_name%.pt}
+    feature_tag=${ckpt_name}_L${ssl_layer}$([ "$ssl_bf16" = true ] && echo _bf16 || true)
+    ;;
+  *) log "ERROR: --feature-type must be fbank or ssl, got '$feature_type'"; exit 1 ;;
+esac
+exp_dir=${exp_dir:-exp/ctc_${feature_tag}}
+# The cuts that stages 9-10 read: fbank's, or their SSL copies.
+feat_cuts_of() {
+  for c in $(cuts_of "$@"); do
+    if [ "$feature_type" = fbank ]; then echo "$c"; else echo "data/ssl/$feature_tag/$(basename "$c")"; fi
+  done
+}
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: n-gram LMs and G in $lm_dir"
@@ -39,7 +59,18 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
 fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
-  log "Stage 8: train CTC on $feature_type in $exp_dir ($num_epochs epochs, $world_size process(es))"
+  if [ "$feature_type" = ssl ]; then
+    log "Stage 8: layer $ssl_layer of $ssl_checkpoint as features (bf16: $ssl_bf16) into data/ssl/$feature_tag"
+    python -m w2v.bin.compute_ssl_features --checkpoint "$ssl_checkpoint" --layer "$ssl_layer" \
+      --bf16 "$ssl_bf16" --cuts $(cuts_of $train_parts $dev_parts $test_parts) \
+      --out-dir "data/ssl/$feature_tag"
+  else
+    log "Stage 8: --feature-type fbank, no SSL features to extract"
+  fi
+fi
+
+if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
+  log "Stage 9: train CTC on $feature_tag in $exp_dir ($num_epochs epochs, $world_size process(es))"
   launcher="python"
   [ "$world_size" -gt 1 ] && launcher="torchrun --standalone --nproc_per_node $world_size"
   start_epoch=1
@@ -49,23 +80,32 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   else
     [ $start_epoch -gt 1 ] && log "  resuming from epoch-$((start_epoch - 1)).pt"
     $launcher -m w2v.bin.train --exp-dir "$exp_dir" --lang-dir "$lang_dir" \
-      --train-cuts $(cuts_of $train_parts) --dev-cuts $(cuts_of $dev_parts) \
+      --train-cuts $(feat_cuts_of $train_parts) --dev-cuts $(feat_cuts_of $dev_parts) \
       --num-epochs "$num_epochs" --start-epoch $start_epoch --max-duration "$max_duration" \
-      --feature-type "$feature_type" --token-type "$token_type"
+      --feature-type "$feature_tag" --token-type "$token_type"
   fi
 fi
 
-if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
-  log "Stage 9: decode $test_parts with: $decoding_method"
+if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
+  log "Stage 10: decode $test_parts with: $decoding_method"
   python -m w2v.bin.decode --exp-dir "$exp_dir" --epoch "$epoch" --avg "$avg" \
-    --lang-dir "$lang_dir" --lm-dir "$lm_dir" --feature-type "$feature_type" \
-    $(for p in $(cuts_of $test_parts); do echo --cuts $p; done) \
+    --lang-dir "$lang_dir" --lm-dir "$lm_dir" --feature-type "$feature_tag" \
+    $(for p in $(feat_cuts_of $test_parts); do echo --cuts $p; done) \
     $(for m in $decoding_method; do echo --decoding-method $m; done) \
     --max-duration 400 --lm-scales "$lm_scales" \
     --search-beam "$search_beam" --max-active-states "$max_active_states"
 fi
 
-if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
-  log "Stage 10: report ($exp_dir/RESULTS.md)"
+if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
+  log "Stage 11: report ($exp_dir/RESULTS.md)"
   cat "$exp_dir/RESULTS.md"
+  # Every CTC run of this recipe side by side, fbank first: what the feature swap changed.
+  runs=
+  for d in exp/ctc_fbank $(ls -d exp/ctc_* | grep -vx exp/ctc_fbank || true); do
+    if [ -f "$d/results.json" ]; then runs="$runs $d"; fi
+  done
+  if [ "$(echo $runs | wc -w)" -gt 1 ]; then
+    log "  comparison of$runs in exp/COMPARISON.md"
+    python -m w2v.bin.compare_results $runs --out exp/COMPARISON.md
+  fi
 fi

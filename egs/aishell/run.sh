@@ -17,22 +17,24 @@
 #   5 lm         3-gram (first pass) and 4-gram (rescoring) ARPA + G; or --lm-arpa/--rescore-arpa
 #   6 graph      HLG (determinised, epsilon-free, arc-sorted) and G_4_gram.pt
 #   7 pretrain   self-supervised pretraining of --ssl-model (skipped when empty)
-#   8 train      CTC model on --feature-type; --world-size N runs N processes via torchrun
-#   9 decode     every --decoding-method on every test part (--epoch/--avg checkpoint averaging)
-#  10 report     prints $exp_dir/RESULTS.md
-#   (stages 5-10 live in local/ctc_stages.sh, shared by all recipes)
+#   8 ssl-feats  --feature-type ssl: layer --ssl-layer of --ssl-checkpoint into data/ssl/<tag>/
+#   9 train      CTC model on --feature-type; --world-size N runs N processes via torchrun
+#  10 decode     every --decoding-method on every test part (--epoch/--avg checkpoint averaging)
+#  11 report     prints $exp_dir/RESULTS.md
+#   (stages 5-11 live in local/ctc_stages.sh, shared by all recipes)
 #
 # Options (defaults in brackets; run with --help to see this text):
-#   --stage [0] --stop-stage [10] --corpus-dir [] --download [false] --synth-size [mini]
+#   --stage [0] --stop-stage [11] --corpus-dir [] --download [false] --synth-size [mini]
 #   --synth-seed [0] --train-parts [train] --dev-parts [dev] --test-parts [test]
 #   --nj [2] --speed-perturb [false] --lm-arpa [] --rescore-arpa []
-#   --feature-type [fbank] --ssl-model [] --ssl-steps [600] --exp-dir [exp/ctc_<feature-type>]
+#   --ssl-model [] --ssl-steps [600] --feature-type [fbank|ssl] --ssl-checkpoint [exp/ssl_<ssl-model>]
+#   --ssl-layer [2] --ssl-bf16 [false] --exp-dir [exp/ctc_<fbank or <checkpoint>_L<layer>[_bf16]>]
 #   --num-epochs [25] --max-duration [30] --world-size [1] --epoch [=num-epochs] --avg [3]
 #   --decoding-method [ctc-greedy-search 1best nbest nbest-rescoring whole-lattice-rescoring]
 #   --lm-scales [0.1,0.2,...,1.0] --search-beam [20] --max-active-states [10000]
 
 stage=0
-stop_stage=10
+stop_stage=11
 corpus_dir=
 download=false
 synth_size=mini
@@ -44,9 +46,12 @@ nj=2
 speed_perturb=false
 lm_arpa=
 rescore_arpa=
-feature_type=fbank
 ssl_model=
 ssl_steps=600
+feature_type=fbank
+ssl_checkpoint=
+ssl_layer=2
+ssl_bf16=false
 exp_dir=
 num_epochs=25
 max_duration=30
@@ -63,7 +68,6 @@ cd "$(dirname "$0")"
 . local/parse_options.sh
 set -euo pipefail
 
-exp_dir=${exp_dir:-exp/ctc_${feature_type}}
 epoch=${epoch:-$num_epochs}
 lang_dir=data/lang_char
 lm_dir=data/lm
@@ -118,5 +122,5 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   python -m w2v.bin.prepare_lang --lang-dir "$lang_dir" --token-type char
 fi
 
-# Stages 5-10 are the same for every corpus.
+# Stages 5-11 are the same for every corpus.
 . local/ctc_stages.sh

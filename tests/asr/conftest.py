@@ -23,7 +23,10 @@ def write_char_lang(lang_dir: Path) -> Path:
     return lang_dir
 
 
-def make_cuts(storage: Path, n: int, seed: int = 0, prefix: str = "utt") -> CutSet:
+def make_cuts(storage: Path, n: int, seed: int = 0, prefix: str = "utt", frame_shift: float = 0.01,
+              feature_dim: int = FEATURE_DIM) -> CutSet:
+    """``frame_shift`` 0.02 and another ``feature_dim`` stand in for SSL features."""
+    FEATURE_DIM = feature_dim
     # Letter patterns are shared by every set; ``seed`` only varies the words and noise.
     patterns = np.random.default_rng(1234).standard_normal((len(ALPHABET), FEATURE_DIM))
     patterns = patterns.astype(np.float32) * 2
@@ -42,10 +45,10 @@ def make_cuts(storage: Path, n: int, seed: int = 0, prefix: str = "utt") -> CutS
             ).astype(np.float32)
             cid = f"{prefix}{i:03d}"
             key = writer.write(cid, feats)
-            dur = round(feats.shape[0] * 0.01, 2)
+            dur = round(feats.shape[0] * frame_shift, 2)
             features = Features(
                 type="fbank", num_frames=feats.shape[0], num_features=FEATURE_DIM,
-                frame_shift=0.01, sampling_rate=16000, start=0.0, duration=dur,
+                frame_shift=frame_shift, sampling_rate=16000, start=0.0, duration=dur,
                 storage_type=writer.name, storage_path=str(storage), storage_key=key,
             )
             sup = SupervisionSegment(id=cid, recording_id=cid, start=0.0, duration=dur,
@@ -65,3 +68,16 @@ def toy_data(tmp_path):
     train.to_file(train_path)
     dev.to_file(dev_path)
     return lang, train_path, dev_path
+
+
+@pytest.fixture
+def toy_data_20ms(tmp_path):
+    """Like ``toy_data`` but 48-dim features at 20 ms frames, as SSL features are."""
+    lang = write_char_lang(tmp_path / "lang_char_20ms")
+    paths = []
+    for name, n, seed in (("train", 48, 0), ("dev", 8, 1)):
+        cuts = make_cuts(tmp_path / f"feats20_{name}", n, seed=seed, prefix=name,
+                         frame_shift=0.02, feature_dim=48)
+        paths.append(tmp_path / f"cuts20_{name}.jsonl.gz")
+        cuts.to_file(paths[-1])
+    return lang, paths[0], paths[1]

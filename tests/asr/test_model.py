@@ -7,7 +7,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from w2v.asr.model import AsrConfig, build_model, subsampled_lengths
+from w2v.asr.model import AsrConfig, build_model, subsampled_lengths, subsampling_for
 
 TINY = dict(num_tokens=11, d_model=32, num_heads=4, num_layers=2, ffn_dim=64, conv_kernel=5,
             subsampling_channels=8, dropout=0.1)
@@ -84,3 +84,39 @@ def test_config_validation_and_round_trip():
     assert AsrConfig.from_dict(asdict(cfg)) == cfg
     m1, m2 = build_model(cfg), build_model(asdict(cfg))
     assert [p.shape for p in m1.parameters()] == [p.shape for p in m2.parameters()]
+
+
+@pytest.mark.parametrize("factor,t,expected", [(2, 100, 49), (2, 3, 1), (2, 2, 0), (2, 0, 0),
+                                               (1, 37, 37), (4, 100, 24)])
+def test_subsampled_lengths_per_factor(factor, t, expected):
+    assert int(subsampled_lengths(torch.tensor(t), factor)) == expected
+
+
+def test_subsampling_follows_the_frame_shift():
+    assert [subsampling_for(s) for s in (0.01, 0.02, 0.04)] == [4, 2, 1]
+    with pytest.raises(ValueError, match="30 ms frame shift"):
+        subsampling_for(0.03)
+    with pytest.raises(ValueError, match="subsampling must be one of"):
+        AsrConfig(subsampling=3)
+
+
+@pytest.mark.parametrize("factor", [2, 1])
+def test_ssl_rate_front_ends_padded_batch_equals_per_utterance(factor):
+    """20 ms (×2) and 40 ms (×1) input: 40 ms output frames, padding never leaks in."""
+    torch.manual_seed(0)
+    model = build_model(AsrConfig(**{**TINY, "feature_dim": 48, "subsampling": factor})).eval()
+    lens = [51, 40, 9, 3]
+    feats = [torch.randn(n, 48) for n in lens]
+    batch = torch.zeros(4, 51, 48)
+    for i, f in enumerate(feats):
+        batch[i, : len(f)] = f
+    lp, out_lens = model(batch, torch.tensor(lens))
+    assert out_lens.tolist() == [subsampled_lengths(torch.tensor(n), factor).item() for n in lens]
+    assert out_lens.tolist() == ([25, 19, 4, 1] if factor == 2 else lens)
+    for i, f in enumerate(feats):
+        single, n = model(f[None], torch.tensor([len(f)]))
+        torch.testing.assert_close(lp[i, : int(n)], single[0], atol=2e-5, rtol=1e-5)
+    # a real frame does change the output (the comparison above can fail)
+    x = batch[:1].clone()
+    x[0, 20] += 5.0
+    assert (model(x, torch.tensor([51]))[0] - lp[:1]).abs().max() > 1e-3

@@ -78,6 +78,19 @@ def test_training_loss_falls(toy_data, tmp_path):
     assert h["dev_loss"][-1] < 0.6 * h["dev_loss"][0], h["dev_loss"]
 
 
+def test_trains_on_20ms_features_of_any_dim(toy_data_20ms, toy_data, tmp_path):
+    """SSL-like cuts (48-dim, 20 ms): the model takes their dim, subsamples ×2, and learns."""
+    cfg = _cfg(toy_data_20ms, tmp_path / "exp", num_epochs=6, max_duration=4.0, spec_augment=False)
+    result = train(cfg, TINY)
+    assert (result.config.feature_dim, result.config.subsampling) == (48, 2)
+    h = result.history
+    assert h["dev_loss"][-1] < 0.6 * h["dev_loss"][0], h["dev_loss"]
+    # resuming on features of another shape names both
+    with pytest.raises(ValueError, match=r"80-dim features at 10 ms, but the model .* takes "
+                                         r"48-dim features subsampled ×2"):
+        train(_cfg(toy_data, tmp_path / "exp", num_epochs=7, start_epoch=7), TINY)
+
+
 def test_resume_equals_uninterrupted(toy_data, tmp_path):
     full = train(_cfg(toy_data, tmp_path / "a", num_epochs=2, max_batches_per_epoch=4), TINY)
     train(_cfg(toy_data, tmp_path / "b", num_epochs=1, max_batches_per_epoch=4), TINY)
@@ -152,3 +165,22 @@ def test_keep_trainable_drops_too_short(toy_data):
     short.supervisions[0].text = "A B C"
     kept = keep_trainable(CutSet.from_cuts([first, short]), Tokenizer(lang, "char"))
     assert list(kept.ids) == [first.id]
+
+
+def test_spec_augment_keeps_durations_and_fractions():
+    from w2v.asr.data import default_spec_augment
+
+    fbank, ssl = default_spec_augment(), default_spec_augment(0.02, 768)
+    assert (fbank.time_warp_factor, fbank.frames_mask_size, fbank.features_mask_size) == (80, 100, 27)
+    assert (ssl.time_warp_factor, ssl.frames_mask_size, ssl.features_mask_size) == (40, 50, 259)
+
+
+def test_decode_refuses_cuts_of_another_feature_type(toy_data, toy_data_20ms):
+    from w2v.bin.decode import check_features
+
+    cfg = AsrConfig(feature_dim=48, subsampling=2)
+    cuts_20ms = CutSet.from_file(toy_data_20ms[1])
+    check_features(cuts_20ms, toy_data_20ms[1], cfg)  # matching: no error
+    with pytest.raises(ValueError, match=r"cuts_train.jsonl.gz: 80-dim features at 10 ms, but the "
+                                         r"model takes 48-dim features subsampled ×2"):
+        check_features(CutSet.from_file(toy_data[1]), toy_data[1], cfg)

@@ -77,6 +77,7 @@ def test_main_with_fake_model(setup, monkeypatch, capsys):
     import lhotse
 
     monkeypatch.setattr(lhotse.CutSet, "from_file", staticmethod(lambda path: None))
+    monkeypatch.setattr(bin_decode, "check_features", lambda cuts, path, config: None)
     bin_decode.main([
         "--exp-dir", str(exp), "--epoch", "3", "--avg", "2",
         "--lang-dir", str(lang_dir), "--lm-dir", str(lm_dir),

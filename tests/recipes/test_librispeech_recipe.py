@@ -1,4 +1,5 @@
-"""The whole LibriSpeech recipe, stage 0 to 10, on the tiny synthetic corpus (CI runs it once)."""
+"""The whole LibriSpeech recipe, stage 0 to 11, on the tiny synthetic corpus (CI runs it once),
+then the feature swap: stages 7-11 again on a pretrained encoder's layer instead of fbank."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def _run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.recipe
-def test_librispeech_recipe_end_to_end(tmp_path):
+def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
     recipe = _recipe_copy(tmp_path, "librispeech")
     args = ["--synth-size", "tiny", "--vocab-size", "100", "--num-epochs", "3", "--avg", "2",
             "--max-duration", "30", "--decoding-method", " ".join(METHODS),
@@ -73,14 +74,40 @@ def test_librispeech_recipe_end_to_end(tmp_path):
             errors, ref_words, r["ins"], r["del"], r["sub"])
     table = (recipe / "exp/ctc_fbank/RESULTS.md").read_text()
     assert all(m in table for m in METHODS)
-    assert "RESULTS.md" in proc.stdout or "| " in proc.stdout  # stage 10 printed the table
+    assert "RESULTS.md" in proc.stdout or "| " in proc.stdout  # stage 11 printed the table
 
     # a rerun skips every finished stage and leaves results unchanged
     before = (recipe / "exp/ctc_fbank/epoch-3.pt").stat().st_mtime_ns
-    proc = _run(recipe, *args, "--stop-stage", "8")
+    proc = _run(recipe, *args, "--stop-stage", "9")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "already holds epoch-3.pt, skipping" in proc.stdout
     assert (recipe / "exp/ctc_fbank/epoch-3.pt").stat().st_mtime_ns == before
+
+    # the feature swap: pretrain a tiny wav2vec2, then train and decode on its layer 2
+    proc = _run(recipe, *args, "--stage", "7", "--ssl-model", "wav2vec2", "--ssl-steps", "20",
+                "--feature-type", "ssl", "--ssl-layer", "2", "--num-epochs", "2", "--avg", "1",
+                "--decoding-method", "ctc-greedy-search 1best")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    tag = "ssl_wav2vec2_L2"
+    spec = json.loads((recipe / f"data/ssl/{tag}/ssl_features.json").read_text())
+    assert spec["checkpoint"].endswith("exp/ssl_wav2vec2/checkpoint-20.pt")
+    assert (spec["layer"], spec["feature_dim"], spec["frame_shift"], spec["bf16"]) == (2, 64, 0.02, False)
+    from lhotse import CutSet
+
+    monkeypatch.chdir(recipe)  # manifests hold paths relative to the recipe dir, as in icefall
+    for part in ("train-clean-100", "dev-clean", "test-clean"):
+        fbank = CutSet.from_file(recipe / f"data/fbank/librispeech_cuts_{part}.jsonl.gz")
+        ssl = CutSet.from_file(recipe / f"data/ssl/{tag}/librispeech_cuts_{part}.jsonl.gz")
+        assert sorted(ssl.ids) == sorted(fbank.ids)
+        cut = next(iter(ssl))
+        assert cut.load_features().shape == (cut.num_frames, 64) and cut.frame_shift == 0.02
+    ckpt = __import__("torch").load(recipe / f"exp/ctc_{tag}/epoch-2.pt", weights_only=False)
+    assert (ckpt["config"]["feature_dim"], ckpt["config"]["subsampling"]) == (64, 2)
+    ssl_results = json.loads((recipe / f"exp/ctc_{tag}/results.json").read_text())
+    assert {r["decoding_method"] for r in ssl_results} == {"ctc-greedy-search", "1best"}
+    for r in ssl_results:
+        assert r["feature_type"] == tag and r["ref_words"] == ref_words
+        assert r["wer"] == pytest.approx(100.0 * (r["ins"] + r["del"] + r["sub"]) / ref_words, abs=0.01)
 
 
 def test_run_sh_rejects_unknown_option(tmp_path):

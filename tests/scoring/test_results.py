@@ -63,3 +63,35 @@ def test_plot(tmp_path):
     entries = [_e("dev", "1best", 3.0), _e("dev", "ctc-decoding", 4.0)]
     path = plot_results(entries, "dev", tmp_path / "wer-dev.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_comparison_best_lm_scale_and_change_from_baseline(tmp_path):
+    from w2v.bin.compare_results import main as compare_main
+    from w2v.scoring.results import best_per_method, comparison_markdown
+
+    fbank = [_e("test-clean", "1best", 8.0), _e("test-clean", "whole-lattice-rescoring/lm_scale_0.3", 6.6),
+             _e("test-clean", "whole-lattice-rescoring/lm_scale_0.5", 7.1)]
+    ssl = [_e("test-clean", "1best", 5.5, "ssl_L2"),
+           _e("test-clean", "whole-lattice-rescoring/lm_scale_0.3", 5.25, "ssl_L2"),
+           _e("test-clean", "whole-lattice-rescoring/lm_scale_0.1", 4.75, "ssl_L2"),
+           _e("test-other", "1best", 9.0, "ssl_L2")]
+    best = best_per_method(ssl)
+    assert best[("test-clean", "whole-lattice-rescoring")]["decoding_method"].endswith("0.1")
+    text = comparison_markdown({"ctc_fbank": fbank, "ctc_ssl_L2": ssl})
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")[3:-1]]
+            for line in text.splitlines() if line.startswith("| test")}
+    assert rows[("test-clean", "1best (WER)")] == ["8.00", "5.50 (-2.50)"]
+    assert rows[("test-clean", "whole-lattice-rescoring (WER)")] == ["6.60", "4.75 (-1.85)"]
+    assert rows[("test-other", "1best (WER)")] == ["-", "9.00"]  # no baseline: no change shown
+    assert "| ctc_fbank | ctc_ssl_L2 |" in text  # named after their features: said once
+    assert "| other (fbank) |" in comparison_markdown({"other": fbank})
+
+    for name, entries in (("ctc_fbank", fbank), ("ctc_ssl_L2", ssl)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(entries))
+    (tmp_path / "ctc_empty").mkdir()
+    out = tmp_path / "COMPARISON.md"
+    compare_main([str(tmp_path / n) for n in ("ctc_fbank", "ctc_empty", "ctc_ssl_L2")] + ["--out", str(out)])
+    assert out.read_text() == text
+    assert (tmp_path / "COMPARISON-test-clean.png").stat().st_size > 1000
+    assert (tmp_path / "COMPARISON-test-other.png").is_file()

@@ -48,14 +48,21 @@ class CtcDataset(Dataset):
         }
 
 
-def default_spec_augment() -> SpecAugment:
-    """icefall's LibriSpeech settings: time warp 80, 2 freq masks of ≤27 bins, ≤10 time masks."""
+def default_spec_augment(frame_shift: float = 0.01, feature_dim: int = 80) -> SpecAugment:
+    """icefall's LibriSpeech settings for 80-dim fbank at 10 ms: time warp 80 frames, 2 feature
+    masks of ≤27 bins, ≤10 time masks of ≤100 frames (≤15% of the frames).
+
+    Other features keep the same durations and fractions: time sizes scale with ``0.01 /
+    frame_shift`` (20 ms SSL frames: warp 40, masks ≤50 frames) and the feature-mask size with
+    ``feature_dim / 80`` (768-dim: ≤259 dims).
+    """
+    per_frame = 0.01 / frame_shift
     return SpecAugment(
-        time_warp_factor=80,
+        time_warp_factor=max(1, round(80 * per_frame)),
         num_feature_masks=2,
-        features_mask_size=27,
+        features_mask_size=max(1, round(27 * feature_dim / 80)),
         num_frame_masks=10,
-        frames_mask_size=100,
+        frames_mask_size=max(1, round(100 * per_frame)),
         max_frames_mask_fraction=0.15,
     )
 
@@ -107,14 +114,18 @@ def make_dataloader(
     """A DataLoader over ``cuts`` (with precomputed features) yielding CTC batch dicts.
 
     Args:
-        cuts: cuts with features attached (``data/fbank/*_cuts_*.jsonl.gz``).
+        cuts: cuts with features attached (``data/fbank/*_cuts_*.jsonl.gz``, or SSL features).
         train: shuffle + bucket + drop_last (+ SpecAugment when ``spec_augment``).
         max_duration: seconds of audio per batch (per rank).
     The sampler is ``loader.sampler``: call ``set_epoch`` each epoch; its ``state_dict`` goes into
     checkpoints.
     """
     sampler = make_sampler(cuts, train, max_duration, num_buckets, world_size, rank, seed)
-    dataset = CtcDataset(default_spec_augment() if (train and spec_augment) else None)
+    augment = None
+    if train and spec_augment:
+        first = next(iter(cuts))
+        augment = default_spec_augment(first.frame_shift, first.num_features)
+    dataset = CtcDataset(augment)
     return DataLoader(
         dataset,
         sampler=sampler,

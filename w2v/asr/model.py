@@ -1,9 +1,10 @@
-"""CTC acoustic model on filterbank features: ×4 conv subsampling + conformer encoder + linear.
+"""CTC acoustic model on precomputed features: subsampling + conformer encoder + linear.
 
 The contract (ARCHITECTURE.md): ``model(features [B, T, F], feature_lens [B]) ->
 (log_probs [B, T', V], out_lens [B])`` with log-softmax over V tokens and blank = 0.
 
-Frames: input at 10 ms (lhotse Fbank), output at 40 ms after the ×4 subsampling.
+Frames: output at 40 ms whatever the input: ×4 for 10 ms fbank (two 3×3 Conv2d), ×2 for the
+20 ms frames of the wav2vec family (one Conv1d), ×1 for 40 ms input (a linear map).
 Every padding-sensitive operation is masked, so a padded batch gives the per-utterance results
 (attention ignores padded keys; padded frames are zeroed before the depthwise convolution; layer
 norm instead of batch norm inside the convolution module).
@@ -20,6 +21,8 @@ from torch import nn
 from torch.nn import functional as F
 
 KIND = "ctc_conformer"
+SUBSAMPLING_FACTORS = (1, 2, 4)
+OUTPUT_FRAME_SHIFT = 0.04
 
 
 @dataclass
@@ -39,6 +42,7 @@ class AsrConfig:
     ffn_dim: int = 576
     conv_kernel: int = 15
     dropout: float = 0.1
+    # Input frames per output frame: 4 (10 ms fbank), 2 (20 ms SSL features) or 1.
     subsampling: int = 4
     subsampling_channels: int = 64
     # Per-utterance mean/variance normalisation of the input features over valid frames (CMVN).
@@ -46,8 +50,10 @@ class AsrConfig:
     normalize_input: bool = True
 
     def __post_init__(self) -> None:
-        if self.subsampling != 4:
-            raise ValueError(f"Only ×4 subsampling is implemented, got subsampling={self.subsampling}")
+        if self.subsampling not in SUBSAMPLING_FACTORS:
+            raise ValueError(
+                f"subsampling must be one of {SUBSAMPLING_FACTORS}, got {self.subsampling}"
+            )
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
         if self.conv_kernel % 2 == 0:
@@ -62,12 +68,31 @@ class AsrConfig:
         return cls(**dict(d))
 
 
-def subsampled_lengths(lengths: torch.Tensor) -> torch.Tensor:
-    """Output lengths of :class:`Conv2dSubsampling`: two (kernel 3, stride 2, no padding) convs.
+def subsampled_lengths(lengths: torch.Tensor, factor: int = 4) -> torch.Tensor:
+    """Output lengths of the subsampling front-end (convolutions without padding).
 
-    ``T' = max(((T - 1) // 2 - 1) // 2, 0)``; e.g. 100 → 24, 11 → 2, 7 → 1, 6 → 0.
+    - ×4 (:class:`Conv2dSubsampling`): ``T' = max(((T - 1) // 2 - 1) // 2, 0)``; 100 → 24, 7 → 1, 6 → 0.
+    - ×2 (:class:`Conv1dSubsampling`): ``T' = max((T - 1) // 2, 0)``; 100 → 49, 3 → 1, 2 → 0.
+    - ×1: ``T' = T``.
     """
-    return (((lengths - 1) // 2 - 1) // 2).clamp(min=0)
+    if factor == 4:
+        return (((lengths - 1) // 2 - 1) // 2).clamp(min=0)
+    if factor == 2:
+        return ((lengths - 1) // 2).clamp(min=0)
+    if factor == 1:
+        return lengths
+    raise ValueError(f"subsampling must be one of {SUBSAMPLING_FACTORS}, got {factor}")
+
+
+def subsampling_for(frame_shift: float) -> int:
+    """The factor that takes input frames of ``frame_shift`` seconds to 40 ms output frames."""
+    factor = round(OUTPUT_FRAME_SHIFT / frame_shift)
+    if factor not in SUBSAMPLING_FACTORS or abs(factor * frame_shift - OUTPUT_FRAME_SHIFT) > 1e-6:
+        raise ValueError(
+            f"Features with a {frame_shift * 1000:g} ms frame shift cannot be subsampled to "
+            f"{OUTPUT_FRAME_SHIFT * 1000:g} ms; supported input shifts: 10, 20 and 40 ms"
+        )
+    return factor
 
 
 def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -110,6 +135,46 @@ class Conv2dSubsampling(nn.Module):
         x = self.conv(x.unsqueeze(1))  # [B, C, T', F']
         b, c, t, f = x.shape
         return self.out(x.transpose(1, 2).reshape(b, t, c * f))
+
+
+class Conv1dSubsampling(nn.Module):
+    """One kernel-3 stride-2 convolution over time (all feature dims as channels), ReLU, linear.
+
+    Output frame t sees input frames [2t, 2t + 2] only, so padding never reaches a valid output.
+    """
+
+    def __init__(self, feature_dim: int, d_model: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(feature_dim, d_model, kernel_size=3, stride=2)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``[batch, frames, feature_dim]`` → ``[batch, (frames - 1) // 2, d_model]``."""
+        return self.out(F.relu(self.conv(x.transpose(1, 2))).transpose(1, 2))
+
+
+class LinearInput(nn.Module):
+    """No subsampling: a frame-wise linear map, ReLU, linear."""
+
+    def __init__(self, feature_dim: int, d_model: int) -> None:
+        super().__init__()
+        self.inp = nn.Linear(feature_dim, d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.relu(self.inp(x)))
+
+
+def make_subsampling(cfg: "AsrConfig") -> nn.Module:
+    if cfg.subsampling == 4:
+        return Conv2dSubsampling(cfg.feature_dim, cfg.d_model, cfg.subsampling_channels)
+    if cfg.subsampling == 2:
+        return Conv1dSubsampling(cfg.feature_dim, cfg.d_model)
+    return LinearInput(cfg.feature_dim, cfg.d_model)
+
+
+# Input frames the front-end needs for one output frame.
+MIN_INPUT_FRAMES = {4: 7, 2: 3, 1: 1}
 
 
 class SinusoidalPositionalEncoding(nn.Module):
@@ -220,12 +285,12 @@ class ConformerBlock(nn.Module):
 
 
 class CtcConformer(nn.Module):
-    """Fbank → Conv2dSubsampling (×4) → conformer blocks → linear → log-softmax over tokens."""
+    """Features → subsampling (×4 / ×2 / ×1) → conformer blocks → linear → log-softmax over tokens."""
 
     def __init__(self, cfg: AsrConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.subsampling = Conv2dSubsampling(cfg.feature_dim, cfg.d_model, cfg.subsampling_channels)
+        self.subsampling = make_subsampling(cfg)
         self.pos = SinusoidalPositionalEncoding(cfg.d_model, cfg.dropout)
         self.blocks = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.num_layers))
         self.output = nn.Linear(cfg.d_model, cfg.num_tokens)
@@ -235,7 +300,7 @@ class CtcConformer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
-            features: ``[batch, frames, feature_dim]`` fbank at 10 ms frames, right-padded.
+            features: ``[batch, frames, feature_dim]`` at ``40 ms / subsampling`` frames, right-padded.
             feature_lens: ``[batch]`` valid frames per utterance.
         Returns:
             log_probs: ``[batch, T', num_tokens]`` at 40 ms frames, T' = subsampled max length.
@@ -250,13 +315,14 @@ class CtcConformer(nn.Module):
             raise ValueError(
                 f"feature_lens must be [batch]={list(features.shape[:1])}. Found: {list(feature_lens.shape)}"
             )
-        if features.size(1) < 7:
-            # The subsampling convs need 7 frames for one output frame; pad so that
+        need = MIN_INPUT_FRAMES[self.config.subsampling]
+        if features.size(1) < need:
+            # The subsampling convs need `need` frames for one output frame; pad so that
             # too-short input yields zero-length outputs instead of a conv error.
-            features = F.pad(features, (0, 0, 0, 7 - features.size(1)))
+            features = F.pad(features, (0, 0, 0, need - features.size(1)))
         if self.config.normalize_input:
             features = utterance_cmvn(features, feature_lens)
-        out_lens = subsampled_lengths(feature_lens.to(torch.long))
+        out_lens = subsampled_lengths(feature_lens.to(torch.long), self.config.subsampling)
         x = self.pos(self.subsampling(features))
         pad = padding_mask(out_lens, x.size(1))
         for block in self.blocks:

@@ -32,7 +32,14 @@ from torch import nn
 
 from w2v.asr.ctc import ctc_loss
 from w2v.asr.data import cut_text, make_dataloader
-from w2v.asr.model import KIND, AsrConfig, build_model, num_parameters, subsampled_lengths
+from w2v.asr.model import (
+    KIND,
+    AsrConfig,
+    build_model,
+    num_parameters,
+    subsampled_lengths,
+    subsampling_for,
+)
 from w2v.asr.tokens import Tokenizer
 from w2v.utils import atomic_torch_save, atomic_write_text, seed_everything
 
@@ -88,11 +95,26 @@ def load_cuts(paths: Sequence[str]) -> CutSet:
     return CutSet.from_cuts(cuts)
 
 
-def keep_trainable(cuts: CutSet, tokenizer: Tokenizer) -> CutSet:
+def feature_shape(cuts: CutSet, source: str) -> tuple[int, float]:
+    """(feature dim, frame shift) shared by every cut; raises naming ``source`` otherwise."""
+    shapes = {}
+    for cut in cuts:
+        if not cut.has_features:
+            raise ValueError(f"{source}: cut {cut.id} has no features (run the feature stage)")
+        shapes.setdefault((cut.num_features, round(cut.frame_shift, 6)), cut.id)
+    if len(shapes) != 1:
+        raise ValueError(
+            f"{source}: cuts mix feature shapes (dim, frame shift): "
+            + ", ".join(f"{k} e.g. {v}" for k, v in shapes.items())
+        )
+    return next(iter(shapes))
+
+
+def keep_trainable(cuts: CutSet, tokenizer: Tokenizer, subsampling: int = 4) -> CutSet:
     """Drop cuts whose output frames cannot hold their tokens (CTC would be infinite)."""
 
     def ok(cut) -> bool:
-        n_out = int(subsampled_lengths(torch.tensor(cut.num_frames)))
+        n_out = int(subsampled_lengths(torch.tensor(cut.num_frames), subsampling))
         return n_out >= len(tokenizer.encode([cut_text(cut)])[0]) > 0
 
     kept = cuts.filter(ok).to_eager()
@@ -172,8 +194,10 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
     """Train epochs ``start_epoch..num_epochs``; history has ``epoch``, ``train_loss``,
     ``dev_loss`` (CTC per output frame) and ``seconds`` per epoch.
 
-    ``model_cfg.num_tokens`` is replaced by the lang dir's token count. When resuming, the model
-    config is the one stored in ``epoch-(start_epoch-1).pt``.
+    ``model_cfg.num_tokens`` is replaced by the lang dir's token count, ``feature_dim`` and
+    ``subsampling`` by what the training cuts hold (40 ms output frames: ×4 for 10 ms fbank, ×2
+    for 20 ms SSL features). When resuming, the model config is the one stored in
+    ``epoch-(start_epoch-1).pt`` and the cuts must match it.
     """
     world_size, rank = _distributed()
     exp_dir = Path(train_cfg.exp_dir)
@@ -188,8 +212,20 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
         if resume.get("kind") != KIND:
             raise ValueError(f"{path}: kind {resume.get('kind')!r} is not {KIND!r}")
         model_cfg = AsrConfig.from_dict(resume["config"])
-    else:
-        model_cfg = AsrConfig.from_dict({**asdict(model_cfg), "num_tokens": tokenizer.num_tokens})
+    train_cuts = load_cuts(train_cfg.train_cuts)
+    source = " ".join(train_cfg.train_cuts)
+    feature_dim, frame_shift = feature_shape(train_cuts, source)
+    if resume is None:
+        model_cfg = AsrConfig.from_dict({
+            **asdict(model_cfg), "num_tokens": tokenizer.num_tokens,
+            "feature_dim": feature_dim, "subsampling": subsampling_for(frame_shift),
+        })
+    elif (feature_dim, subsampling_for(frame_shift)) != (model_cfg.feature_dim, model_cfg.subsampling):
+        raise ValueError(
+            f"{source}: {feature_dim}-dim features at {frame_shift * 1000:g} ms, but the model in "
+            f"{checkpoint_path(exp_dir, train_cfg.start_epoch - 1)} takes {model_cfg.feature_dim}-dim "
+            f"features subsampled ×{model_cfg.subsampling}"
+        )
     if model_cfg.num_tokens != tokenizer.num_tokens:
         raise ValueError(
             f"Model has {model_cfg.num_tokens} outputs but {train_cfg.lang_dir} has "
@@ -213,7 +249,7 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
     if world_size > 1:
         ddp_model = nn.parallel.DistributedDataParallel(model)
 
-    train_cuts = keep_trainable(load_cuts(train_cfg.train_cuts), tokenizer)
+    train_cuts = keep_trainable(train_cuts, tokenizer, model_cfg.subsampling)
     train_dl = make_dataloader(
         train_cuts, train=True, max_duration=train_cfg.max_duration,
         num_buckets=train_cfg.num_buckets, spec_augment=train_cfg.spec_augment,

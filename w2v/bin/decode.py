@@ -112,6 +112,20 @@ def decode_test_set(model, dataloader, test_set: str, args, graphs, methods, opt
     return table
 
 
+def check_features(cuts, cuts_path: Path, config) -> None:
+    """The test cuts must hold the features the model was trained on (dim and frame shift)."""
+    from w2v.asr.model import subsampling_for
+    from w2v.asr.train import feature_shape
+
+    dim, shift = feature_shape(cuts, str(cuts_path))
+    if (dim, subsampling_for(shift)) != (config.feature_dim, config.subsampling):
+        raise ValueError(
+            f"{cuts_path}: {dim}-dim features at {shift * 1000:g} ms, but the model takes "
+            f"{config.feature_dim}-dim features subsampled ×{config.subsampling}: decode with the "
+            f"cuts of the feature type it was trained on"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
     setup_logging()
@@ -143,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         test_set = cuts_test_set_name(cuts_path)
         logging.info("Decoding %s (%s) with %s", test_set, cuts_path, ", ".join(methods))
         cuts = CutSet.from_file(cuts_path)
+        check_features(cuts, cuts_path, _config)
         dataloader = make_dataloader(cuts, train=False, max_duration=args.max_duration)
         decode_test_set(model, dataloader, test_set, args, graphs, methods, opts, metric, words)
 

@@ -33,8 +33,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-cuts", nargs="+", required=True)
     p.add_argument("--dev-cuts", nargs="*", default=[])
     p.add_argument("--token-type", choices=["bpe", "char"], default=t.token_type)
-    p.add_argument("--feature-type", choices=["fbank"], default=t.feature_type,
-                   help="only precomputed fbank cuts for now")
+    p.add_argument("--feature-type", default=t.feature_type,
+                   help="name of the features in the cuts (fbank, or the SSL feature tag); "
+                        "goes into config.yaml and the reports")
     p.add_argument("--num-epochs", type=int, default=t.num_epochs)
     p.add_argument("--start-epoch", type=int, default=t.start_epoch,
                    help="resume from exp_dir/epoch-(N-1).pt when > 1")
@@ -57,7 +58,7 @@ def get_parser() -> argparse.ArgumentParser:
     m = AsrConfig()
     g = p.add_argument_group("model (ignored when resuming: the checkpoint's config is used)")
     for f in fields(AsrConfig):
-        if f.name == "num_tokens":  # from the lang dir
+        if f.name in ("num_tokens", "feature_dim", "subsampling"):  # from the lang dir / the cuts
             continue
         g.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(m, f.name)),
                        default=getattr(m, f.name))

@@ -126,3 +126,80 @@ def plot_results(entries: list[dict], test_set: str, path: str | os.PathLike) ->
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return path
+
+
+def best_per_method(entries: Iterable[dict]) -> dict[tuple[str, str], dict]:
+    """(test_set, method) → the entry with the lowest error over that method's lm scales."""
+    best: dict[tuple[str, str], dict] = {}
+    for e in entries:
+        key = (e["test_set"], e["decoding_method"].split("/")[0])
+        if key not in best or e[metric_of(e)] < best[key][metric_of(best[key])]:
+            best[key] = e
+    return best
+
+
+def comparison_markdown(runs: dict[str, list[dict]], title: str = "Feature comparison") -> str:
+    """One column per run (exp dir name → its results.json entries), one row per test set and
+    decoding method (best lm scale); after the first column, each cell also shows the absolute
+    change from the first run (the baseline, e.g. fbank). Generated; never edit by hand."""
+    if not runs:
+        raise ValueError("no runs to compare")
+    names = list(runs)
+    best = {name: best_per_method(entries) for name, entries in runs.items()}
+    keys = sorted({k for b in best.values() for k in b})
+    lines = [f"# {title}", "", "<!-- generated from the runs' results.json; do not edit -->", "",
+             "Best lm_scale per method; (±x) is the change from the first column.", ""]
+    features = [sorted({e["feature_type"] for e in runs[n]}) for n in names]
+    # A run named ctc_<feature type> needs no second mention of its features.
+    heads = [n if f == [n.removeprefix("ctc_")] else f"{n} ({', '.join(f)})" for n, f in zip(names, features)]
+    lines.append("| test set | decoding method | " + " | ".join(heads) + " |")
+    lines.append("|---|---|" + "---:|" * len(names))
+    for test_set, method in keys:
+        cells, base = [], None
+        for i, n in enumerate(names):
+            e = best[n].get((test_set, method))
+            if e is None:
+                cells.append("-")
+                continue
+            rate = e[metric_of(e)]
+            if i == 0:
+                base = rate
+                cells.append(f"{rate:.2f}")
+            else:
+                cells.append(f"{rate:.2f}" + ("" if base is None else f" ({rate - base:+.2f})"))
+        metric = next(metric_of(b[(test_set, method)]) for b in best.values() if (test_set, method) in b)
+        lines.append(f"| {test_set} | {method} ({metric.upper()}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(runs: dict[str, list[dict]], test_set: str, path: str | os.PathLike) -> Path:
+    """Grouped bars: error rate per decoding method (best lm scale), one colour per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    best = {n: best_per_method(e) for n, e in runs.items()}
+    methods = sorted({m for b in best.values() for (t, m) in b if t == test_set})
+    if not methods:
+        raise ValueError(f"no results for test set {test_set!r}")
+    width = 0.8 / len(runs)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(methods) * len(runs) + 1.5))
+    metric = "wer"
+    for i, (name, b) in enumerate(best.items()):
+        rows = [(j, b[(test_set, m)]) for j, m in enumerate(methods) if (test_set, m) in b]
+        if rows:
+            metric = metric_of(rows[0][1])
+        ax.barh([j + i * width for j, _ in rows], [e[metric_of(e)] for _, e in rows], height=width,
+                label=name)
+    ax.set_yticks([j + 0.4 - width / 2 for j in range(len(methods))], methods, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric.upper()} (%)")
+    ax.set_title(f"{test_set}: best lm_scale per method")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path

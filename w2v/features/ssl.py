@@ -1,0 +1,270 @@
+"""Self-supervised representations as ASR features: one layer of a wav2vec-family encoder,
+stored in lhotse feature storage exactly like fbank, so training and decoding read either.
+
+The encoder is anything :func:`w2v.models.load_pretrained` reads (a fairseq ``.pt``, a Hugging
+Face directory, a checkpoint of this project, or a pretraining exp dir: its newest
+``checkpoint-N.pt``). Layer ``L`` (1-based) is the output of the L-th Transformer block (context
+layer for wav2vec 1.0 / vq-wav2vec), torchaudio's ``extract_features(...)[L - 1]``.
+
+Each cut is encoded alone (no padding, so a batch cannot change a cut's features), in fp32 or under
+bf16 autocast (``bf16=True``: about 2× faster on CPUs with AVX512-BF16; the features are stored
+in fp32 either way). Frames are 20 ms for the wav2vec 2.0 family (10 ms for wav2vec 1.0); the
+stored matrix has exactly lhotse's ``compute_num_frames`` rows (the encoder's count differs by at
+most one frame: the last frame is repeated or dropped).
+
+Storage: ``numpy`` (float32 ``.npy`` files, exact; a 768-dim BASE layer takes 154 kB per second of
+audio, 530 GB for LibriSpeech's 960 h) or ``lilcom`` (lossy compression, several times smaller;
+``bench/bench_ssl_features.py`` prints its error next to bf16's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from lhotse import CutSet, LilcomChunkyWriter, NumpyFilesWriter
+from lhotse.features.base import Features
+from lhotse.utils import compute_num_frames, fastcopy
+
+from w2v.features.fbank import FailedCut, _cut_source
+from w2v.models import load_pretrained
+
+log = logging.getLogger(__name__)
+
+SAMPLING_RATE = 16000
+FEATURE_TYPE = "w2v-ssl"
+STORAGES = ("numpy", "lilcom")
+SPEC_FILE = "ssl_features.json"
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``path`` itself, or the newest ``checkpoint-N.pt`` when it is a pretraining exp dir."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No SSL checkpoint at {path}")
+    if path.is_dir():
+        found = sorted(
+            (int(m.group(1)), p)
+            for p in path.glob("checkpoint-*.pt")
+            if (m := re.fullmatch(r"checkpoint-(\d+)\.pt", p.name))
+        )
+        if found:
+            return found[-1][1]
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path}: neither a Hugging Face model directory (config.json) nor a pretraining "
+                f"exp dir (checkpoint-N.pt); run the pretraining stage or pass a checkpoint file"
+            )
+    return path
+
+
+def checkpoint_digest(path: Path) -> str:
+    """sha256 of a checkpoint file (of every file, for a directory), first 16 hex digits."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _conv_strides(model: torch.nn.Module) -> list[int]:
+    cfg = model.config
+    cfg = getattr(cfg, "wav2vec", cfg)  # vq-wav2vec nests its wav2vec config
+    layers = getattr(cfg, "conv_layers", None) or getattr(cfg, "encoder_layers")
+    return [int(spec[2]) for spec in layers]
+
+
+@dataclass(frozen=True)
+class SslFeatureSpec:
+    """What a stored SSL feature set is: written next to it and checked on every rerun."""
+
+    checkpoint: str
+    digest: str
+    kind: str
+    layer: int
+    bf16: bool
+    storage: str
+    feature_dim: int
+    frame_shift: float
+
+
+class SslFeatureExtractor:
+    """One layer of a pretrained encoder, per utterance: ``extract(audio [T]) -> [frames, dim]``.
+
+    Args:
+        checkpoint: anything :func:`resolve_checkpoint` accepts.
+        layer: 1-based block index; ``num_layers`` of the model at most.
+        bf16: run the encoder under ``torch.autocast(bfloat16)``.
+        device: ``cpu`` or ``cuda``.
+    """
+
+    def __init__(self, checkpoint: str | Path, layer: int, bf16: bool = False, device: str = "cpu") -> None:
+        self.checkpoint = resolve_checkpoint(checkpoint)
+        self.model, self.config = load_pretrained(self.checkpoint)
+        if not hasattr(self.model, "extract_features"):
+            raise ValueError(f"{self.checkpoint}: {type(self.model).__name__} has no extract_features")
+        self.device = torch.device(device)
+        self.model.to(self.device).eval()
+        self.bf16 = bf16
+        self.kind = str(getattr(self.config, "kind", type(self.model).__name__))
+        self.frame_shift = math.prod(_conv_strides(self.model)) / SAMPLING_RATE
+        probe, _ = self.model.extract_features(torch.zeros(1, SAMPLING_RATE, device=self.device))
+        self.num_layers = len(probe)
+        if not 1 <= layer <= self.num_layers:
+            raise ValueError(
+                f"{self.checkpoint}: layer {layer} does not exist; this {self.kind} encoder has "
+                f"layers 1..{self.num_layers}"
+            )
+        self.layer = layer
+        self.feature_dim = int(probe[layer - 1].shape[-1])
+
+    def spec(self, storage: str) -> SslFeatureSpec:
+        return SslFeatureSpec(
+            checkpoint=str(self.checkpoint.resolve()), digest=checkpoint_digest(self.checkpoint),
+            kind=self.kind, layer=self.layer, bf16=self.bf16, storage=storage,
+            feature_dim=self.feature_dim, frame_shift=self.frame_shift,
+        )
+
+    @torch.inference_mode()
+    def extract(self, audio: np.ndarray | torch.Tensor) -> np.ndarray:
+        """audio: ``[samples]`` float at 16 kHz → ``[frames, feature_dim]`` float32."""
+        wav = torch.as_tensor(audio, dtype=torch.float32, device=self.device)
+        if wav.ndim != 1:
+            raise ValueError(f"Expected mono audio [samples], found shape {list(wav.shape)}")
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            layers, _ = self.model.extract_features(wav[None], num_layers=self.layer)
+        return layers[self.layer - 1][0].float().cpu().numpy()
+
+    def extract_cut(self, cut) -> np.ndarray:
+        """Features of a lhotse cut with exactly ``compute_num_frames(cut.duration)`` rows."""
+        if cut.sampling_rate != SAMPLING_RATE:
+            cut = cut.resample(SAMPLING_RATE)
+        audio = cut.load_audio()
+        if audio.ndim == 2:
+            if audio.shape[0] != 1:
+                raise ValueError(f"expected one channel, found {audio.shape[0]}")
+            audio = audio[0]
+        feats = self.extract(audio)
+        want = compute_num_frames(cut.duration, self.frame_shift, SAMPLING_RATE)
+        if abs(feats.shape[0] - want) > 1:
+            raise ValueError(f"encoder gave {feats.shape[0]} frames for {cut.duration:.3f} s, expected {want}")
+        if feats.shape[0] < want:
+            feats = np.concatenate([feats, feats[-1:]], axis=0)
+        return np.ascontiguousarray(feats[:want])
+
+
+def _writer(storage: str, path: Path):
+    if storage == "numpy":
+        return NumpyFilesWriter(path)
+    if storage == "lilcom":
+        return LilcomChunkyWriter(path)
+    raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+
+
+def compute_ssl_features(
+    cuts: CutSet, extractor: SslFeatureExtractor, storage_path: str | Path, storage: str = "numpy",
+    progress: bool = True,
+) -> tuple[CutSet, list[FailedCut]]:
+    """Extract and store features for ``cuts``; a cut whose audio fails is reported and dropped.
+
+    Returns:
+        the cuts that succeeded with their new features attached (input order), and the failures.
+    """
+    storage_path = Path(storage_path)
+    storage_path.parent.mkdir(parents=True, exist_ok=True)
+    done, failed = [], []
+    items = list(cuts)
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, desc=f"SSL L{extractor.layer} -> {storage_path.name}", leave=False)
+    with _writer(storage, storage_path) as writer:
+        for cut in items:
+            try:
+                feats = extractor.extract_cut(cut)
+            except Exception as e:  # one bad file must not stop the part
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                failed.append(FailedCut(cut.id, _cut_source(cut), f"{type(e).__name__}: {first}"))
+                continue
+            info = Features(
+                type=FEATURE_TYPE, num_frames=feats.shape[0], num_features=feats.shape[1],
+                frame_shift=extractor.frame_shift, sampling_rate=SAMPLING_RATE,
+                start=cut.start, duration=cut.duration, storage_type=writer.name,
+                storage_path=str(writer.storage_path), storage_key=writer.write(cut.id, feats),
+                channels=0,
+            )
+            done.append(fastcopy(cut, features=info))
+    for f in failed:
+        log.warning("Dropping cut %s: %s: %s", f.cut_id, f.source, f.error)
+    return CutSet.from_cuts(done), failed
+
+
+def check_spec(out_dir: Path, spec: SslFeatureSpec) -> None:
+    """Record ``spec`` in ``out_dir``, or raise if the features there came from something else."""
+    path = out_dir / SPEC_FILE
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != asdict(spec):
+            diff = {k: (old.get(k), v) for k, v in asdict(spec).items() if old.get(k) != v}
+            raise RuntimeError(
+                f"{out_dir} holds SSL features made differently (was, now): {diff}; remove it "
+                f"or give these features another directory"
+            )
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from w2v.utils import atomic_write_text
+
+    atomic_write_text(path, json.dumps(asdict(spec), indent=2) + "\n")
+
+
+def compute_ssl_features_for_part(
+    in_cuts: str | Path, out_dir: str | Path, extractor: SslFeatureExtractor, storage: str = "numpy",
+    progress: bool = True,
+) -> Optional[Path]:
+    """``in_cuts`` (e.g. ``data/fbank/librispeech_cuts_test-clean.jsonl.gz``: the recordings and
+    supervisions are reused, the fbank dropped) → ``out_dir/<same name>`` with SSL features in
+    ``out_dir/<prefix>_feats_<part>``.
+
+    Skips a part whose cuts manifest exists (returns None); the manifest is written under a
+    temporary name and renamed, so an interrupted run leaves none and is redone.
+    """
+    in_cuts, out_dir = Path(in_cuts), Path(out_dir)
+    out = out_dir / in_cuts.name
+    check_spec(out_dir, extractor.spec(storage))
+    if out.is_file():
+        log.info("%s exists; skipping", out)
+        return None
+    if not in_cuts.is_file():
+        raise FileNotFoundError(f"Missing cuts {in_cuts} (run the fbank stage first)")
+    cuts = CutSet.from_file(in_cuts).to_eager()
+    cuts = CutSet.from_cuts(c.drop_features() for c in cuts)
+    stem = in_cuts.name[: -len(".jsonl.gz")] if in_cuts.name.endswith(".jsonl.gz") else in_cuts.stem
+    storage_path = out_dir / stem.replace("_cuts_", "_feats_")
+    log.info("%s: SSL layer %d of %s (%s, bf16 %s) for %d cuts", in_cuts.name, extractor.layer,
+             extractor.checkpoint, extractor.kind, extractor.bf16, len(cuts))
+    cuts, failed = compute_ssl_features(cuts, extractor, storage_path, storage, progress)
+    if failed:
+        log.warning("%s: %d cuts dropped because their audio failed", in_cuts.name, len(failed))
+    if len(cuts) == 0:
+        raise RuntimeError(f"{in_cuts}: no cut could be processed ({len(failed)} failures)")
+    tmp = out.with_name(f".{stem}.{os.getpid()}.tmp.jsonl.gz")
+    try:
+        cuts.to_file(tmp)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    log.info("wrote %s (%d cuts, %d-dim at %g ms)", out, len(cuts), extractor.feature_dim,
+             extractor.frame_shift * 1000)
+    return out
