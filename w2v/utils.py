@@ -24,14 +24,16 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     A stage killed half way leaves either the old artefact or none, never a truncated one.
+    ``suffix`` ends the temporary name (writers that pick the format from it, such as lhotse's
+    ``to_file``, want e.g. ``.tmp.jsonl.gz``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     # mkstemp makes the file 0600; artefacts get the usual permissions (0666 less the umask)

@@ -8,13 +8,14 @@ A cut whose audio cannot be loaded is reported (file and error) and dropped; the
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, RecordingSet, SupervisionSet
+
+from w2v.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,13 @@ def manifest_paths(manifest_dir: str | Path, prefix: str, part: str) -> tuple[Pa
         d / f"{prefix}_recordings_{part}.jsonl.gz",
         d / f"{prefix}_supervisions_{part}.jsonl.gz",
     )
+
+
+def save_cuts(cuts: CutSet, path: str | Path) -> None:
+    """Write a ``.jsonl.gz`` cuts manifest under a temporary name, then rename it into place."""
+    # lhotse picks the format from the suffix, so the temporary name keeps ".jsonl.gz".
+    with atomic_path(path, suffix=".tmp.jsonl.gz") as tmp:
+        cuts.to_file(tmp)
 
 
 def cuts_path(out_dir: str | Path, prefix: str, part: str) -> Path:
@@ -146,14 +154,7 @@ def compute_fbank_for_part(
         log.warning("%s: %d cuts dropped because their audio failed to load", part, len(failed))
     if len(cuts) == 0:
         raise RuntimeError(f"{part}: no cut could be processed ({len(failed)} failures)")
-    # lhotse picks the format from the suffix, so the temporary name keeps ".jsonl.gz".
-    tmp = out.with_name(f".{out.name[: -len('.jsonl.gz')]}.{os.getpid()}.tmp.jsonl.gz")
-    try:
-        cuts.to_file(tmp)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    save_cuts(cuts, out)
     log.info("%s: wrote %s (%d cuts)", part, out, len(cuts))
     return out
 

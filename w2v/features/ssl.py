@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,8 +34,9 @@ from lhotse import CutSet, LilcomChunkyWriter, NumpyFilesWriter
 from lhotse.features.base import Features
 from lhotse.utils import compute_num_frames, fastcopy
 
-from w2v.features.fbank import FailedCut, _cut_source
+from w2v.features.fbank import FailedCut, _cut_source, save_cuts
 from w2v.models import load_pretrained
+from w2v.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +223,6 @@ def check_spec(out_dir: Path, spec: SslFeatureSpec) -> None:
             )
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    from w2v.utils import atomic_write_text
-
     atomic_write_text(path, json.dumps(asdict(spec), indent=2) + "\n")
 
 
@@ -258,13 +256,7 @@ def compute_ssl_features_for_part(
         log.warning("%s: %d cuts dropped because their audio failed", in_cuts.name, len(failed))
     if len(cuts) == 0:
         raise RuntimeError(f"{in_cuts}: no cut could be processed ({len(failed)} failures)")
-    tmp = out.with_name(f".{stem}.{os.getpid()}.tmp.jsonl.gz")
-    try:
-        cuts.to_file(tmp)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    save_cuts(cuts, out)
     log.info("wrote %s (%d cuts, %d-dim at %g ms)", out, len(cuts), extractor.feature_dim,
              extractor.frame_shift * 1000)
     return out

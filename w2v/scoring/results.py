@@ -120,12 +120,7 @@ def plot_results(entries: list[dict], test_set: str, path: str | os.PathLike) ->
     ax.invert_yaxis()
     ax.set_xlabel(f"{metric.upper()} (%)")
     ax.set_title(test_set)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
 
 
 def best_per_method(entries: Iterable[dict]) -> dict[tuple[str, str], dict]:
@@ -197,6 +192,12 @@ def plot_comparison(runs: dict[str, list[dict]], test_set: str, path: str | os.P
     ax.set_xlabel(f"{metric.upper()} (%)")
     ax.set_title(f"{test_set}: best lm_scale per method")
     ax.legend(fontsize=7)
+    return _save_png(fig, path)
+
+
+def _save_png(fig, path: str | os.PathLike) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
