@@ -200,6 +200,22 @@ def _ours_w2v2_step(encoder: SSLEncoder, x: torch.Tensor) -> Callable[[], object
     return step
 
 
+def _ours_w2v2_bf16_step(encoder: SSLEncoder, x: torch.Tensor) -> Callable[[], object]:
+    """The same objective with forward and loss under bf16 autocast, as ``pretrain --bf16 true``."""
+    from w2v.ssl.pretraining import Wav2Vec2PretrainConfig, Wav2Vec2Pretrainer
+
+    pretrainer = Wav2Vec2Pretrainer(encoder, Wav2Vec2PretrainConfig()).train()
+
+    def step():
+        pretrainer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = pretrainer(x)
+        out.loss.float().backward()
+        return out.loss
+
+    return step
+
+
 def hf_pretraining_peer(ours: SSLEncoder):
     """transformers ``Wav2Vec2ForPreTraining`` with our encoder's config and weights, or None."""
     try:
@@ -248,9 +264,14 @@ def _hf_w2v2_step(encoder: SSLEncoder, x: torch.Tensor) -> Callable[[], object] 
 register_pretrain_system("ours encoder step", _encoder_step)
 register_pretrain_system("torchaudio encoder step", _torchaudio_step)
 register_pretrain_system("ours wav2vec2 pretrain step", _ours_w2v2_step)
+register_pretrain_system("ours wav2vec2 pretrain step bf16", _ours_w2v2_bf16_step)
 register_pretrain_system("HF Wav2Vec2ForPreTraining step", _hf_w2v2_step)
 
-_PEERS = {"ours encoder step": "torchaudio encoder step", "ours wav2vec2 pretrain step": "HF Wav2Vec2ForPreTraining step"}
+_PEERS = {
+    "ours encoder step": "torchaudio encoder step",
+    "ours wav2vec2 pretrain step": "HF Wav2Vec2ForPreTraining step",
+    "ours wav2vec2 pretrain step bf16": "HF Wav2Vec2ForPreTraining step",
+}
 
 
 def bench_pretrain(threads: list[int], seconds: float, repeats: int, batch: int = 2) -> None:

@@ -19,7 +19,7 @@
 #   8 ssl-feats  --feature-type ssl: layer --ssl-layer of --ssl-checkpoint into data/ssl/<tag>/
 #   9 train      CTC model on --feature-type; --world-size N runs N processes via torchrun
 #  10 decode     every --decoding-method on every test part (--epoch/--avg checkpoint averaging)
-#  11 report     prints $exp_dir/RESULTS.md
+#  11 report     prints $exp_dir/RESULTS.md; exp/COMPARISON.md (+ plots) sets every run against fbank
 #   (stages 5-11 live in local/ctc_stages.sh, shared by all recipes)
 #
 # Options (defaults in brackets; run with --help to see this text):

@@ -108,6 +108,13 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
     for r in ssl_results:
         assert r["feature_type"] == tag and r["ref_words"] == ref_words
         assert r["wer"] == pytest.approx(100.0 * (r["ins"] + r["del"] + r["sub"]) / ref_words, abs=0.01)
+    # stage 11 sets the SSL run against fbank
+    comparison = (recipe / "exp/COMPARISON.md").read_text()
+    assert "| ctc_fbank | ctc_ssl_wav2vec2_L2 |" in comparison
+    fb = {r["decoding_method"]: r["wer"] for r in results}["1best"]
+    ss = {r["decoding_method"]: r["wer"] for r in ssl_results}["1best"]
+    assert f"| test-clean | 1best (WER) | {fb:.2f} | {ss:.2f} ({ss - fb:+.2f}) |" in comparison
+    assert (recipe / "exp/COMPARISON-test-clean.png").is_file()
 
 
 def test_run_sh_rejects_unknown_option(tmp_path):
