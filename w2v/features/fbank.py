@@ -29,6 +29,13 @@ class FailedCut:
     source: str
     error: str
 
+    @classmethod
+    def of(cls, cut, error: Exception) -> "FailedCut":
+        """The cut, its audio file(s), and the first line of the error (lhotse's message lists
+        every backend it tried; the first line names the cause)."""
+        text = str(error).strip()
+        return cls(cut.id, cut_source(cut), f"{type(error).__name__}: {text.splitlines()[0] if text else ''}")
+
 
 def fbank_extractor(num_mel_bins: int = NUM_MEL_BINS) -> Fbank:
     """lhotse's Kaldi-compatible Fbank: 25 ms window, 10 ms shift, 16 kHz."""
@@ -68,7 +75,7 @@ def make_cuts(
     return cuts.to_eager()
 
 
-def _cut_source(cut) -> str:
+def cut_source(cut) -> str:
     try:
         return ", ".join(s.source for s in cut.recording.sources)
     except AttributeError:
@@ -89,9 +96,7 @@ def _compute_chunk(
             try:
                 done.append(cut.compute_and_store_features(extractor, writer))
             except Exception as e:  # any decoding/IO error of one file must not stop the part
-                # lhotse's message lists every backend tried; its first line names the cause.
-                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                failed.append(FailedCut(cut.id, _cut_source(cut), f"{type(e).__name__}: {first}"))
+                failed.append(FailedCut.of(cut, e))
     return done, failed
 
 
