@@ -128,3 +128,32 @@ def test_checkpoint_resolution_and_bad_layer(ckpt, tmp_path):
         S.resolve_checkpoint(tmp_path / "empty")
     with pytest.raises(ValueError, match="layer 3 does not exist; .* has layers 1..2"):
         S.SslFeatureExtractor(exp, 3)
+
+
+def test_killed_part_resumes_at_its_first_unfinished_chunk(ckpt, tmp_path, monkeypatch):
+    cuts = _cuts(tmp_path, [8000, 9000, 10000, 11000, 12000])
+    in_path = tmp_path / "toy_cuts_train.jsonl.gz"
+    cuts.to_file(in_path)
+    out_dir = tmp_path / "ssl"
+    ex = S.SslFeatureExtractor(ckpt, 1)
+    real, calls = ex.extract_cut, []
+
+    def killed_at_fourth(cut):
+        calls.append(cut.id)
+        if len(calls) == 4:  # in the second chunk (cuts 3 and 4)
+            raise KeyboardInterrupt
+        return real(cut)
+
+    monkeypatch.setattr(ex, "extract_cut", killed_at_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        S.compute_ssl_features_for_part(in_path, out_dir, ex, progress=False, chunk_size=2)
+    assert not (out_dir / in_path.name).exists()
+    calls.clear()
+    monkeypatch.setattr(ex, "extract_cut", lambda cut: (calls.append(cut.id), real(cut))[1])
+    S.compute_ssl_features_for_part(in_path, out_dir, ex, progress=False, chunk_size=2)
+    assert calls == ["u2", "u3", "u4"]  # chunk 0 (u0, u1) was not redone
+    got = CutSet.from_file(out_dir / in_path.name).to_eager()
+    assert list(got.ids) == [f"u{i}" for i in range(5)]
+    for cut in got:
+        np.testing.assert_array_equal(cut.load_features(), real(cuts[cut.id]))
+    assert not list(out_dir.glob(".*chunks"))  # the chunk manifests are gone

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import re
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -44,6 +45,8 @@ SAMPLING_RATE = 16000
 FEATURE_TYPE = "w2v-ssl"
 STORAGES = ("numpy", "lilcom")
 SPEC_FILE = "ssl_features.json"
+# Cuts per resumable chunk of a part (a killed extraction redoes at most one chunk).
+CHUNK_CUTS = 500
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -178,6 +181,7 @@ def compute_ssl_features(
 ) -> tuple[CutSet, list[FailedCut]]:
     """Extract and store features for ``cuts``; a cut whose audio fails is reported and dropped.
 
+    ``storage_path``: the directory of ``.npy`` files (numpy) or the ``.lca`` archive (lilcom).
     Returns:
         the cuts that succeeded with their new features attached (input order), and the failures.
     """
@@ -227,14 +231,16 @@ def check_spec(out_dir: Path, spec: SslFeatureSpec) -> None:
 
 def compute_ssl_features_for_part(
     in_cuts: str | Path, out_dir: str | Path, extractor: SslFeatureExtractor, storage: str = "numpy",
-    progress: bool = True,
+    progress: bool = True, chunk_size: int = CHUNK_CUTS,
 ) -> Optional[Path]:
     """``in_cuts`` (e.g. ``data/fbank/librispeech_cuts_test-clean.jsonl.gz``: the recordings and
     supervisions are reused, the fbank dropped) → ``out_dir/<same name>`` with SSL features in
-    ``out_dir/<prefix>_feats_<part>``.
+    ``out_dir/<prefix>_feats_<part>/``.
 
-    Skips a part whose cuts manifest exists (returns None); the manifest is written under a
-    temporary name and renamed, so an interrupted run leaves none and is redone.
+    Skips a part whose cuts manifest exists (returns None). The cuts are done in chunks of
+    ``chunk_size``, each finished chunk's manifest written atomically in a hidden directory, so a
+    killed run resumes at its first unfinished chunk; the part's manifest is written (atomically)
+    from the chunks at the end and the chunk directory removed.
     """
     in_cuts, out_dir = Path(in_cuts), Path(out_dir)
     out = out_dir / in_cuts.name
@@ -244,18 +250,34 @@ def compute_ssl_features_for_part(
         return None
     if not in_cuts.is_file():
         raise FileNotFoundError(f"Missing cuts {in_cuts} (run the fbank stage first)")
-    cuts = CutSet.from_file(in_cuts).to_eager()
-    cuts = CutSet.from_cuts(c.drop_features() for c in cuts)
+    items = [c.drop_features() for c in CutSet.from_file(in_cuts)]
     stem = in_cuts.name[: -len(".jsonl.gz")] if in_cuts.name.endswith(".jsonl.gz") else in_cuts.stem
-    storage_path = out_dir / stem.replace("_cuts_", "_feats_")
-    log.info("%s: SSL layer %d of %s (%s, bf16 %s) for %d cuts", in_cuts.name, extractor.layer,
-             extractor.checkpoint, extractor.kind, extractor.bf16, len(cuts))
-    cuts, failed = compute_ssl_features(cuts, extractor, storage_path, storage, progress)
+    storage_dir = out_dir / stem.replace("_cuts_", "_feats_")
+    chunk_dir = out_dir / f".{stem}.chunks"
+    chunks = [items[i: i + chunk_size] for i in range(0, len(items), chunk_size)]
+    log.info("%s: SSL layer %d of %s (%s, bf16 %s) for %d cuts in %d chunks", in_cuts.name,
+             extractor.layer, extractor.checkpoint, extractor.kind, extractor.bf16, len(items),
+             len(chunks))
+    done, failed, resumed = [], 0, 0
+    for i, chunk in enumerate(chunks):
+        chunk_path = chunk_dir / f"chunk-{i:05d}.jsonl.gz"
+        if chunk_path.is_file():
+            done.extend(CutSet.from_file(chunk_path))
+            resumed += 1
+            continue
+        storage_path = storage_dir if storage == "numpy" else storage_dir / f"feats-{i:05d}"
+        got, bad = compute_ssl_features(CutSet.from_cuts(chunk), extractor, storage_path, storage, progress)
+        save_cuts(got, chunk_path)
+        done.extend(got)
+        failed += len(bad)
+    if resumed:
+        log.info("%s: %d of %d chunks were done by an earlier run", in_cuts.name, resumed, len(chunks))
     if failed:
-        log.warning("%s: %d cuts dropped because their audio failed", in_cuts.name, len(failed))
-    if len(cuts) == 0:
-        raise RuntimeError(f"{in_cuts}: no cut could be processed ({len(failed)} failures)")
-    save_cuts(cuts, out)
-    log.info("wrote %s (%d cuts, %d-dim at %g ms)", out, len(cuts), extractor.feature_dim,
+        log.warning("%s: %d cuts dropped because their audio failed", in_cuts.name, failed)
+    if not done:
+        raise RuntimeError(f"{in_cuts}: no cut could be processed")
+    save_cuts(CutSet.from_cuts(done), out)
+    shutil.rmtree(chunk_dir)
+    log.info("wrote %s (%d cuts, %d-dim at %g ms)", out, len(done), extractor.feature_dim,
              extractor.frame_shift * 1000)
     return out
