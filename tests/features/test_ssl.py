@@ -123,6 +123,9 @@ def test_checkpoint_resolution_and_bad_layer(ckpt, tmp_path):
     assert S.resolve_checkpoint(exp) == exp / "checkpoint-200.pt"  # numeric, not lexical order
     with pytest.raises(FileNotFoundError, match="No SSL checkpoint"):
         S.resolve_checkpoint(tmp_path / "missing")
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    assert S.resolve_checkpoint(tmp_path / "hf") == tmp_path / "hf"  # a Hugging Face model dir
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="neither a Hugging Face"):
         S.resolve_checkpoint(tmp_path / "empty")
@@ -157,3 +160,26 @@ def test_killed_part_resumes_at_its_first_unfinished_chunk(ckpt, tmp_path, monke
     for cut in got:
         np.testing.assert_array_equal(cut.load_features(), real(cuts[cut.id]))
     assert not list(out_dir.glob(".*chunks"))  # the chunk manifests are gone
+
+
+@pytest.mark.parametrize("family", ["wav2vec", "vq_wav2vec", "hubert"])
+def test_other_families_and_their_frame_rates(family, tmp_path):
+    """wav2vec 1.0 / vq-wav2vec: 10 ms frames, 3-4 fewer encoder frames than lhotse counts."""
+    from w2v import models
+
+    torch.manual_seed(0)
+    model = getattr(models, f"{family}_tiny")().eval()
+    path = tmp_path / f"{family}.pt"
+    save_checkpoint(model, path)
+    ex = S.SslFeatureExtractor(path, layer=1)
+    shift = 0.02 if family == "hubert" else 0.01
+    assert ex.frame_shift == shift and S.conv_geometry(model) == (
+        (320, 400) if family == "hubert" else (160, 465))
+    cut = _cuts(tmp_path, [16000])[0]
+    feats = ex.extract_cut(cut)
+    assert feats.shape[0] == compute_num_frames(cut.duration, shift, SR)
+    with torch.no_grad():
+        ref = model.extract_features(torch.from_numpy(cut.load_audio()[0]).float()[None], num_layers=1)[0][0][0]
+    np.testing.assert_allclose(feats[: ref.shape[0]], ref.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(feats[ref.shape[0]:], np.repeat(feats[ref.shape[0] - 1: ref.shape[0]],
+                                                                    feats.shape[0] - ref.shape[0], 0))

@@ -9,8 +9,9 @@ layer for wav2vec 1.0 / vq-wav2vec), torchaudio's ``extract_features(...)[L - 1]
 Each cut is encoded alone (no padding, so a batch cannot change a cut's features), in fp32 or under
 bf16 autocast (``bf16=True``: 0.65× the fp32 time for BASE layer 6 on this AVX512-BF16 CPU,
 mean error 1% of the features' std; stored in fp32 either way). Frames are 20 ms for the wav2vec 2.0 family (10 ms for wav2vec 1.0); the
-stored matrix has exactly lhotse's ``compute_num_frames`` rows (the encoder's count differs by at
-most one frame: the last frame is repeated or dropped).
+stored matrix has exactly lhotse's ``compute_num_frames`` rows (an unpadded conv front end gives
+up to receptive field / hop fewer: 1 for wav2vec 2.0, 3-4 for wav2vec 1.0; the last frame is
+repeated).
 
 Storage: ``numpy`` (float32 ``.npy`` files, exact; a 768-dim BASE layer takes 154 kB per second of
 audio, 530 GB for LibriSpeech's 960 h) or ``lilcom`` (lossy compression, several times smaller;
@@ -81,11 +82,16 @@ def checkpoint_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _conv_strides(model: torch.nn.Module) -> list[int]:
+def conv_geometry(model: torch.nn.Module) -> tuple[int, int]:
+    """(hop, receptive field) in samples of the encoder's conv front end (no padding)."""
     cfg = model.config
     cfg = getattr(cfg, "wav2vec", cfg)  # vq-wav2vec nests its wav2vec config
     layers = getattr(cfg, "conv_layers", None) or getattr(cfg, "encoder_layers")
-    return [int(spec[2]) for spec in layers]
+    hop, field = 1, 1
+    for _, kernel, stride in layers:
+        field += (int(kernel) - 1) * hop
+        hop *= int(stride)
+    return hop, field
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,10 @@ class SslFeatureExtractor:
         self.model.to(self.device).eval()
         self.bf16 = bf16
         self.kind = str(getattr(self.config, "kind", type(self.model).__name__))
-        self.frame_shift = math.prod(_conv_strides(self.model)) / SAMPLING_RATE
+        hop, field = conv_geometry(self.model)
+        self.frame_shift = hop / SAMPLING_RATE
+        # lhotse counts frames centred on the hop; an unpadded conv stack has about field/hop fewer.
+        self.max_frame_gap = math.ceil(field / hop) + 1
         probe, _ = self.model.extract_features(torch.zeros(1, SAMPLING_RATE, device=self.device))
         self.num_layers = len(probe)
         if not 1 <= layer <= self.num_layers:
@@ -160,10 +169,10 @@ class SslFeatureExtractor:
             audio = audio[0]
         feats = self.extract(audio)
         want = compute_num_frames(cut.duration, self.frame_shift, SAMPLING_RATE)
-        if abs(feats.shape[0] - want) > 1:
+        if abs(feats.shape[0] - want) > self.max_frame_gap:
             raise ValueError(f"encoder gave {feats.shape[0]} frames for {cut.duration:.3f} s, expected {want}")
         if feats.shape[0] < want:
-            feats = np.concatenate([feats, feats[-1:]], axis=0)
+            feats = np.concatenate([feats, np.repeat(feats[-1:], want - feats.shape[0], axis=0)], axis=0)
         return np.ascontiguousarray(feats[:want])
 
 
