@@ -6,22 +6,35 @@
 # max_duration, world_size, epoch, avg, decoding_method, lm_scales, search_beam,
 # max_active_states).
 
-# --feature-type fbank | ssl. For ssl, layer --ssl-layer of --ssl-checkpoint (default: what stage 7
-# pretrained) is extracted in stage 8 into data/ssl/<tag>/, and stages 9-10 read it from there.
+# --feature-type, with --ssl-checkpoint (default: what stage 7 pretrained):
+#   fbank         stage 2's fbank
+#   ssl           layer --ssl-layer, extracted once in stage 8 into data/ssl/<tag>/
+#   ssl-weighted  frozen encoder on the fly, a learned weighted sum of all its layers
+#   ssl-finetune  encoder on the fly and trained (layer --ssl-layer; 0 = weighted sum)
+ssl_train_args=
 case "$feature_type" in
   fbank) feature_tag=fbank ;;
-  ssl)
+  ssl|ssl-weighted|ssl-finetune)
     ssl_checkpoint=${ssl_checkpoint:-exp/ssl_${ssl_model:-wav2vec2}}
     ckpt_name=$(basename "$ssl_checkpoint"); ckpt_name=${ckpt_name%.pt}
-    feature_tag=${ckpt_name}_L${ssl_layer}$([ "$ssl_bf16" = true ] && echo _bf16 || true)
+    bf16_tag=$([ "$ssl_bf16" = true ] && echo _bf16 || true)
+    case "$feature_type" in
+      ssl) feature_tag=${ckpt_name}_L${ssl_layer}${bf16_tag} ;;
+      ssl-weighted)
+        feature_tag=${ckpt_name}_weighted${bf16_tag}
+        ssl_train_args="--ssl-checkpoint $ssl_checkpoint --ssl-layer 0 --ssl-bf16 $ssl_bf16" ;;
+      ssl-finetune)
+        feature_tag=${ckpt_name}_finetune_$([ "$ssl_layer" = 0 ] && echo weighted || echo L$ssl_layer)${bf16_tag}
+        ssl_train_args="--ssl-checkpoint $ssl_checkpoint --ssl-layer $ssl_layer --ssl-finetune true --ssl-bf16 $ssl_bf16" ;;
+    esac
     ;;
-  *) log "ERROR: --feature-type must be fbank or ssl, got '$feature_type'"; exit 1 ;;
+  *) log "ERROR: --feature-type must be fbank, ssl, ssl-weighted or ssl-finetune, got '$feature_type'"; exit 1 ;;
 esac
 exp_dir=${exp_dir:-exp/ctc_${feature_tag}}
-# The cuts that stages 9-10 read: fbank's, or their SSL copies.
+# The cuts that stages 9-10 read: fbank's (their audio, for the on-the-fly types), or SSL copies.
 feat_cuts_of() {
   for c in $(cuts_of "$@"); do
-    if [ "$feature_type" = fbank ]; then echo "$c"; else echo "data/ssl/$feature_tag/$(basename "$c")"; fi
+    if [ "$feature_type" = ssl ]; then echo "data/ssl/$feature_tag/$(basename "$c")"; else echo "$c"; fi
   done
 }
 
@@ -65,7 +78,7 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
       --bf16 "$ssl_bf16" --cuts $(cuts_of $train_parts $dev_parts $test_parts) \
       --out-dir "data/ssl/$feature_tag"
   else
-    log "Stage 8: --feature-type fbank, no SSL features to extract"
+    log "Stage 8: --feature-type $feature_type, no SSL features to extract"
   fi
 fi
 
@@ -82,7 +95,7 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
     $launcher -m w2v.bin.train --exp-dir "$exp_dir" --lang-dir "$lang_dir" \
       --train-cuts $(feat_cuts_of $train_parts) --dev-cuts $(feat_cuts_of $dev_parts) \
       --num-epochs "$num_epochs" --start-epoch $start_epoch --max-duration "$max_duration" \
-      --feature-type "$feature_tag" --token-type "$token_type"
+      --feature-type "$feature_tag" --token-type "$token_type" $ssl_train_args
   fi
 fi
 
@@ -101,7 +114,7 @@ if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
   cat "$exp_dir/RESULTS.md"
   # Every CTC run of this recipe side by side, fbank first: what the feature swap changed.
   runs=
-  for d in exp/ctc_fbank $(ls -d exp/ctc_* | grep -vx exp/ctc_fbank || true); do
+  for d in exp/ctc_fbank $(ls -d exp/ctc_* | grep -vx exp/ctc_fbank | LC_ALL=C sort || true); do
     if [ -f "$d/results.json" ]; then runs="$runs $d"; fi
   done
   if [ "$(echo $runs | wc -w)" -gt 1 ]; then

@@ -17,7 +17,8 @@
 #   6 graph      HLG (determinised, epsilon-free, arc-sorted) and G_4_gram.pt
 #   7 pretrain   self-supervised pretraining of --ssl-model (skipped when empty)
 #   8 ssl-feats  --feature-type ssl: layer --ssl-layer of --ssl-checkpoint into data/ssl/<tag>/
-#   9 train      CTC model on --feature-type; --world-size N runs N processes via torchrun
+#   9 train      CTC model on --feature-type (ssl-weighted / ssl-finetune: the encoder runs on the
+#                audio inside the model); --world-size N runs N processes via torchrun
 #  10 decode     every --decoding-method on every test part (--epoch/--avg checkpoint averaging)
 #  11 report     prints $exp_dir/RESULTS.md; exp/COMPARISON.md (+ plots) sets every run against fbank
 #   (stages 5-11 live in local/ctc_stages.sh, shared by all recipes)
@@ -26,8 +27,9 @@
 #   --stage [0] --stop-stage [11] --corpus-dir [] --download [false] --synth-size [mini]
 #   --synth-seed [0] --train-parts [train-clean-100] --dev-parts [dev-clean] --test-parts [test-clean]
 #   --nj [2] --speed-perturb [false] --vocab-size [50] --lm-arpa [] --rescore-arpa []
-#   --ssl-model [] --ssl-steps [600] --feature-type [fbank|ssl] --ssl-checkpoint [exp/ssl_<ssl-model>]
-#   --ssl-layer [2] --ssl-bf16 [false] --exp-dir [exp/ctc_<fbank or <checkpoint>_L<layer>[_bf16]>]
+#   --ssl-model [] --ssl-steps [600] --feature-type [fbank] (or ssl, ssl-weighted, ssl-finetune)
+#   --ssl-checkpoint [exp/ssl_<ssl-model>] --ssl-layer [2] --ssl-bf16 [false]
+#   --exp-dir [exp/ctc_<tag>], tag: fbank, <ckpt>_L<layer>, <ckpt>_weighted, <ckpt>_finetune_L<layer>
 #   --num-epochs [25] --max-duration [30] --world-size [1] --epoch [=num-epochs] --avg [3]
 #   --decoding-method [ctc-greedy-search ctc-decoding 1best nbest nbest-rescoring whole-lattice-rescoring]
 #   --lm-scales [0.1,0.2,...,1.0] --search-beam [20] --max-active-states [10000]

@@ -69,9 +69,9 @@ def test_main_with_fake_model(setup, monkeypatch, capsys):
     root, lang_dir, lm_dir, model, batches = setup
     exp = root / "exp"
     checkpoint = types.ModuleType("w2v.asr.checkpoint")
-    checkpoint.load_averaged = lambda exp_dir, epoch, avg: (model, {})
+    checkpoint.load_averaged = lambda exp_dir, epoch, avg: (model, types.SimpleNamespace(ssl=None))
     data = types.ModuleType("w2v.asr.data")
-    data.make_dataloader = lambda cuts, train, max_duration: batches
+    data.make_dataloader = lambda cuts, train, max_duration, audio: batches
     monkeypatch.setitem(sys.modules, "w2v.asr.checkpoint", checkpoint)
     monkeypatch.setitem(sys.modules, "w2v.asr.data", data)
     import lhotse

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 METHODS = ["ctc-greedy-search", "ctc-decoding", "1best", "whole-lattice-rescoring"]
@@ -47,6 +48,12 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
                 "data/lm/G_3_gram.fst.txt", "data/lang_bpe_100/HLG.pt", "data/lm/G_4_gram.pt",
                 "exp/ctc_fbank/epoch-3.pt", "exp/ctc_fbank/RESULTS.md"]:
         assert (recipe / rel).is_file(), rel
+
+    # training did train: three epochs of optimizer steps, the loss falling
+    epochs = [torch.load(recipe / f"exp/ctc_fbank/epoch-{e}.pt", weights_only=False) for e in (1, 3)]
+    assert epochs[0]["scheduler"]["last_epoch"] >= 3
+    assert epochs[1]["scheduler"]["last_epoch"] == 3 * epochs[0]["scheduler"]["last_epoch"]
+    assert 0 < epochs[1]["train_loss"] < epochs[0]["train_loss"]
 
     # results.json: one entry per method (and LM scale), consistent with the test transcripts
     ref_words = sum(
@@ -101,7 +108,8 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
         assert sorted(ssl.ids) == sorted(fbank.ids)
         cut = next(iter(ssl))
         assert cut.load_features().shape == (cut.num_frames, 64) and cut.frame_shift == 0.02
-    ckpt = __import__("torch").load(recipe / f"exp/ctc_{tag}/epoch-2.pt", weights_only=False)
+    ckpt = torch.load(recipe / f"exp/ctc_{tag}/epoch-2.pt", weights_only=False)
+    assert ckpt["scheduler"]["last_epoch"] > 0
     assert (ckpt["config"]["feature_dim"], ckpt["config"]["subsampling"]) == (64, 2)
     ssl_results = json.loads((recipe / f"exp/ctc_{tag}/results.json").read_text())
     assert {r["decoding_method"] for r in ssl_results} == {"ctc-greedy-search", "1best"}
@@ -115,6 +123,29 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
     ss = {r["decoding_method"]: r["wer"] for r in ssl_results}["1best"]
     assert f"| test-clean | 1best (WER) | {fb:.2f} | {ss:.2f} ({ss - fb:+.2f}) |" in comparison
     assert (recipe / "exp/COMPARISON-test-clean.png").is_file()
+
+    # on the fly: a learned weighted sum of the frozen encoder's layers, and a fine-tuned encoder
+    encoder = torch.load(recipe / "exp/ssl_wav2vec2/checkpoint-20.pt", weights_only=False)["model"]
+    for ftype, tag in (("ssl-weighted", "ssl_wav2vec2_weighted"), ("ssl-finetune", "ssl_wav2vec2_finetune_L2")):
+        proc = _run(recipe, *args, "--stage", "8", "--ssl-model", "wav2vec2", "--feature-type", ftype,
+                    "--num-epochs", "1", "--avg", "1", "--decoding-method", "ctc-greedy-search")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        ckpt = torch.load(recipe / f"exp/ctc_{tag}/epoch-1.pt", weights_only=False)
+        assert ckpt["scheduler"]["last_epoch"] > 0 and ckpt["train_loss"] > 0
+        spec = ckpt["config"]["ssl"]
+        assert (spec["layer"], spec["finetune"]) == ((0, False) if ftype == "ssl-weighted" else (2, True))
+        state = {k[len("frontend.encoder."):]: v for k, v in ckpt["model"].items()
+                 if k.startswith("frontend.encoder.")}
+        if ftype == "ssl-weighted":
+            assert not state and ckpt["model"]["frontend.layer_weights"].shape == (2,)
+        else:  # the Transformer moved, the conv feature encoder did not
+            assert state.keys() == encoder.keys()
+            assert all(torch.equal(state[k], encoder[k]) for k in state if k.startswith("feature_extractor."))
+            assert any(not torch.equal(state[k], encoder[k]) for k in state if k.startswith("encoder.transformer"))
+        (r,) = json.loads((recipe / f"exp/ctc_{tag}/results.json").read_text())
+        assert r["feature_type"] == tag and r["ref_words"] == ref_words
+    assert ("| ctc_fbank | ctc_ssl_wav2vec2_L2 | ctc_ssl_wav2vec2_finetune_L2 | ctc_ssl_wav2vec2_weighted |"
+            in (recipe / "exp/COMPARISON.md").read_text())
 
 
 def test_run_sh_rejects_unknown_option(tmp_path):

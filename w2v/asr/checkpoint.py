@@ -7,6 +7,7 @@ from typing import Sequence
 
 import torch
 
+from w2v.asr.frontend import load_model_state
 from w2v.asr.model import KIND, AsrConfig, CtcConformer, build_model
 
 
@@ -43,7 +44,7 @@ def load_checkpoint(path: str | Path) -> tuple[CtcConformer, AsrConfig]:
         raise ValueError(f"{path}: kind {ckpt.get('kind')!r} is not {KIND!r}")
     config = AsrConfig.from_dict(ckpt["config"])
     model = build_model(config)
-    model.load_state_dict(ckpt["model"])
+    load_model_state(model, ckpt["model"], str(path))
     return model.eval(), config
 
 
@@ -66,5 +67,5 @@ def load_averaged(exp_dir: str | Path, epoch: int, avg: int = 1) -> tuple[CtcCon
         if AsrConfig.from_dict(other) != config:
             raise ValueError(f"{p}: model config differs from {paths[-1]}; cannot average")
     if avg > 1:
-        model.load_state_dict(average_checkpoints(paths))
+        load_model_state(model, average_checkpoints(paths), f"average of {paths}")
     return model.eval(), config

@@ -10,14 +10,17 @@ sorted by decreasing length (the k2 convention; the loss re-sorts anyway).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Optional
 
 import torch
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler, SpecAugment
-from lhotse.dataset.collation import collate_features
+from lhotse.dataset.collation import collate_audio, collate_features
 from torch.utils.data import DataLoader, Dataset
+
+log = logging.getLogger(__name__)
 
 
 def cut_text(cut) -> str:
@@ -26,13 +29,22 @@ def cut_text(cut) -> str:
 
 
 class CtcDataset(Dataset):
-    """Maps a sampled CutSet to a padded feature batch; optional SpecAugment on train batches."""
+    """Maps a sampled CutSet to a padded feature batch; optional SpecAugment on train batches.
 
-    def __init__(self, spec_augment: Optional[torch.nn.Module] = None) -> None:
+    With ``audio=True`` the batch holds 16 kHz audio instead (``features`` [B, samples],
+    ``feature_lens`` in samples) for a model with an SSL front end.
+    """
+
+    def __init__(self, spec_augment: Optional[torch.nn.Module] = None, audio: bool = False) -> None:
         self.spec_augment = spec_augment
+        self.audio = audio
 
     def __getitem__(self, cuts: CutSet) -> dict:
         cuts = cuts.sort_by_duration(ascending=False)
+        if self.audio:
+            audio, audio_lens = collate_audio(cuts)
+            return {"features": audio, "feature_lens": audio_lens.to(torch.long),
+                    "texts": [cut_text(c) for c in cuts], "cut_ids": [c.id for c in cuts]}
         features, feature_lens = collate_features(cuts)
         if self.spec_augment is not None:
             segments = torch.stack(
@@ -79,9 +91,21 @@ def make_sampler(
     """Train: shuffled DynamicBucketingSampler (drop_last); eval: SimpleCutSampler in order.
 
     ``world_size``/``rank`` default to the torch.distributed group (lhotse infers them), so each
-    rank reads a disjoint share of the batches.
+    rank reads a disjoint share of the batches. With drop_last, a bucket holding less than one
+    batch yields nothing, so the buckets are capped at ``total duration / max_duration``; below
+    two, a shuffled SimpleCutSampler replaces the bucketing.
     """
     if train:
+        if isinstance(cuts.data, (dict, list)):  # eager: the total is known without a second read
+            total = sum(c.duration for c in cuts)
+            fit = int(total // (max_duration * (world_size or 1)))
+            if fit < num_buckets:
+                log.warning("%.0f s of training audio fill %d batches of %g s: %s", total, fit,
+                            max_duration, f"{fit} buckets" if fit >= 2 else "no bucketing")
+                num_buckets = fit
+        if num_buckets < 2:
+            return SimpleCutSampler(cuts, max_duration=max_duration, shuffle=True, drop_last=True,
+                                    world_size=world_size, rank=rank, seed=seed)
         with warnings.catch_warnings():
             # Eager CutSets are fine here: the mini corpora fit in memory.
             warnings.filterwarnings("ignore", message=".*eagerly read CutSet.*")
@@ -110,6 +134,7 @@ def make_dataloader(
     rank: Optional[int] = None,
     num_workers: int = 0,
     seed: int = 0,
+    audio: bool = False,
 ) -> DataLoader:
     """A DataLoader over ``cuts`` (with precomputed features) yielding CTC batch dicts.
 
@@ -117,15 +142,16 @@ def make_dataloader(
         cuts: cuts with features attached (``data/fbank/*_cuts_*.jsonl.gz``, or SSL features).
         train: shuffle + bucket + drop_last (+ SpecAugment when ``spec_augment``).
         max_duration: seconds of audio per batch (per rank).
+        audio: batches of audio for a model with an SSL front end (which does its own SpecAugment).
     The sampler is ``loader.sampler``: call ``set_epoch`` each epoch; its ``state_dict`` goes into
     checkpoints.
     """
     sampler = make_sampler(cuts, train, max_duration, num_buckets, world_size, rank, seed)
     augment = None
-    if train and spec_augment:
+    if train and spec_augment and not audio:
         first = next(iter(cuts))
         augment = default_spec_augment(first.frame_shift, first.num_features)
-    dataset = CtcDataset(augment)
+    dataset = CtcDataset(augment, audio)
     return DataLoader(
         dataset,
         sampler=sampler,

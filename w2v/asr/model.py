@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
@@ -48,6 +48,9 @@ class AsrConfig:
     # Per-utterance mean/variance normalisation of the input features over valid frames (CMVN).
     # Without it, raw log-mel magnitudes slow the escape from the all-blank CTC solution.
     normalize_input: bool = True
+    # On-the-fly SSL front end (w2v/asr/frontend.py): None when the features are precomputed;
+    # else the spec of w2v.asr.frontend.make_spec, and the input is audio [B, samples].
+    ssl: Optional[dict] = None
 
     def __post_init__(self) -> None:
         if self.subsampling not in SUBSAMPLING_FACTORS:
@@ -290,6 +293,15 @@ class CtcConformer(nn.Module):
     def __init__(self, cfg: AsrConfig) -> None:
         super().__init__()
         self.config = cfg
+        self.frontend = None
+        self.spec_augment = None
+        if cfg.ssl is not None:
+            from w2v.asr.data import default_spec_augment
+            from w2v.asr.frontend import SslFrontend
+
+            self.frontend = SslFrontend(cfg.ssl)
+            # Precomputed features are augmented by the dataset; on-the-fly ones here.
+            self.spec_augment = default_spec_augment(cfg.ssl["frame_shift"], cfg.feature_dim)
         self.subsampling = make_subsampling(cfg)
         self.pos = SinusoidalPositionalEncoding(cfg.d_model, cfg.dropout)
         self.blocks = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.num_layers))
@@ -300,12 +312,21 @@ class CtcConformer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
-            features: ``[batch, frames, feature_dim]`` at ``40 ms / subsampling`` frames, right-padded.
-            feature_lens: ``[batch]`` valid frames per utterance.
+            features: ``[batch, frames, feature_dim]`` at ``40 ms / subsampling`` frames, right-padded;
+                with an SSL front end (``config.ssl``) audio ``[batch, samples]``.
+            feature_lens: ``[batch]`` valid frames (samples) per utterance.
         Returns:
             log_probs: ``[batch, T', num_tokens]`` at 40 ms frames, T' = subsampled max length.
             out_lens: ``[batch]`` valid output frames, :func:`subsampled_lengths` of feature_lens.
         """
+        if self.frontend is not None:
+            if features.dim() != 2:
+                raise ValueError(f"Expected audio [batch, samples]. Found: {list(features.shape)}")
+            features, feature_lens = self.frontend(features, feature_lens)
+            if self.training and self.spec_augment is not None:
+                segments = torch.stack([torch.arange(len(feature_lens)), torch.zeros_like(feature_lens),
+                                        feature_lens], dim=1).to(torch.int)
+                features = self.spec_augment(features.clone(), supervision_segments=segments)
         if features.dim() != 3 or features.size(-1) != self.config.feature_dim:
             raise ValueError(
                 f"Expected [batch, frames, {self.config.feature_dim}] features. "

@@ -23,14 +23,16 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.distributed as dist
 from lhotse import CutSet
+from lhotse.utils import compute_num_frames
 from torch import nn
 
 from w2v.asr.ctc import ctc_loss
+from w2v.asr.frontend import ENCODER_PREFIX, checkpoint_state, load_model_state
 from w2v.asr.data import cut_text, make_dataloader
 from w2v.asr.model import (
     KIND,
@@ -71,6 +73,14 @@ class TrainConfig:
     num_workers: int = 0
     # Development / tests: stop an epoch after this many batches (0 = no limit).
     max_batches_per_epoch: int = 0
+    # On-the-fly SSL front end instead of the cuts' features (w2v/asr/frontend.py): a checkpoint
+    # (file, HF dir or pretraining exp dir), its layer (0 = learned weighted sum of all layers),
+    # whether the Transformer trains (at lr × ssl_lr_scale), bf16 autocast for the encoder.
+    ssl_checkpoint: str = ""
+    ssl_layer: int = 0
+    ssl_finetune: bool = False
+    ssl_lr_scale: float = 0.1
+    ssl_bf16: bool = False
     # Append the cut ids of every batch, per rank, to ``exp_dir/batches.rank<r>.txt``.
     log_batches: bool = False
     tensorboard: bool = True
@@ -110,11 +120,16 @@ def feature_shape(cuts: CutSet, source: str) -> tuple[int, float]:
     return next(iter(shapes))
 
 
-def keep_trainable(cuts: CutSet, tokenizer: Tokenizer, subsampling: int = 4) -> CutSet:
-    """Drop cuts whose output frames cannot hold their tokens (CTC would be infinite)."""
+def keep_trainable(cuts: CutSet, tokenizer: Tokenizer, subsampling: int = 4,
+                   frame_shift: Optional[float] = None) -> CutSet:
+    """Drop cuts whose output frames cannot hold their tokens (CTC would be infinite).
+
+    Input frames are the cuts' features, or with ``frame_shift`` (audio input) counted from
+    the duration."""
 
     def ok(cut) -> bool:
-        n_out = int(subsampled_lengths(torch.tensor(cut.num_frames), subsampling))
+        frames = cut.num_frames if frame_shift is None else compute_num_frames(cut.duration, frame_shift, 16000)
+        n_out = int(subsampled_lengths(torch.tensor(frames), subsampling))
         return n_out >= len(tokenizer.encode([cut_text(cut)])[0]) > 0
 
     kept = cuts.filter(ok).to_eager()
@@ -214,7 +229,18 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
         model_cfg = AsrConfig.from_dict(resume["config"])
     train_cuts = load_cuts(train_cfg.train_cuts)
     source = " ".join(train_cfg.train_cuts)
-    feature_dim, frame_shift = feature_shape(train_cuts, source)
+    encoder_state = None
+    if resume is None and train_cfg.ssl_checkpoint:
+        from w2v.asr.frontend import make_spec
+
+        spec, encoder_state = make_spec(train_cfg.ssl_checkpoint, train_cfg.ssl_layer,
+                                        train_cfg.ssl_finetune, train_cfg.ssl_bf16)
+        feature_dim, frame_shift = spec["feature_dim"], spec["frame_shift"]
+        model_cfg = AsrConfig.from_dict({**asdict(model_cfg), "ssl": spec})
+    elif resume is not None and model_cfg.ssl is not None:
+        feature_dim, frame_shift = model_cfg.ssl["feature_dim"], model_cfg.ssl["frame_shift"]
+    else:
+        feature_dim, frame_shift = feature_shape(train_cuts, source)
     if resume is None:
         model_cfg = AsrConfig.from_dict({
             **asdict(model_cfg), "num_tokens": tokenizer.num_tokens,
@@ -234,32 +260,44 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
 
     seed_everything(train_cfg.seed)
     model = build_model(model_cfg)
+    encoder_params = [p for n, p in model.named_parameters()
+                      if n.startswith(ENCODER_PREFIX) and p.requires_grad]
+    encoder_ids = {id(p) for p in encoder_params}
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]}]
+    if encoder_params:  # a fine-tuned SSL encoder moves slower than the layers on top
+        groups.append({"params": encoder_params, "lr": train_cfg.lr * train_cfg.ssl_lr_scale})
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=train_cfg.lr, betas=(0.9, 0.98), eps=1e-9,
-        weight_decay=train_cfg.weight_decay,
+        groups, lr=train_cfg.lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=train_cfg.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: noam_factor(step, train_cfg.warmup_steps)
     )
+    if encoder_state is not None:
+        model.frontend.encoder.load_state_dict(encoder_state)
+    if not train_cfg.spec_augment:
+        model.spec_augment = None
     if resume is not None:
-        model.load_state_dict(resume["model"])
+        load_model_state(model, resume["model"], str(checkpoint_path(exp_dir, train_cfg.start_epoch - 1)))
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
     ddp_model: nn.Module = model
     if world_size > 1:
         ddp_model = nn.parallel.DistributedDataParallel(model)
 
-    train_cuts = keep_trainable(train_cuts, tokenizer, model_cfg.subsampling)
+    audio = model_cfg.ssl is not None
+    train_cuts = keep_trainable(train_cuts, tokenizer, model_cfg.subsampling,
+                                frame_shift if audio else None)
     train_dl = make_dataloader(
         train_cuts, train=True, max_duration=train_cfg.max_duration,
         num_buckets=train_cfg.num_buckets, spec_augment=train_cfg.spec_augment,
         world_size=world_size, rank=rank, num_workers=train_cfg.num_workers, seed=train_cfg.seed,
+        audio=audio,
     )
     dev_dl = None
     if train_cfg.dev_cuts:
         dev_dl = make_dataloader(
             load_cuts(train_cfg.dev_cuts), train=False, max_duration=train_cfg.max_duration,
-            world_size=world_size, rank=rank, num_workers=train_cfg.num_workers,
+            world_size=world_size, rank=rank, num_workers=train_cfg.num_workers, audio=audio,
         )
 
     writer = None
@@ -329,7 +367,7 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
                     writer.flush()
                 atomic_torch_save(
                     {
-                        "model": model.state_dict(),
+                        "model": checkpoint_state(model),
                         "config": asdict(model_cfg),
                         "kind": KIND,
                         "epoch": epoch,

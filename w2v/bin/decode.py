@@ -157,8 +157,10 @@ def main(argv: list[str] | None = None) -> None:
         test_set = cuts_test_set_name(cuts_path)
         logging.info("Decoding %s (%s) with %s", test_set, cuts_path, ", ".join(methods))
         cuts = CutSet.from_file(cuts_path)
-        check_features(cuts, cuts_path, _config)
-        dataloader = make_dataloader(cuts, train=False, max_duration=args.max_duration)
+        audio = _config.ssl is not None  # the model has its own SSL front end: it reads audio
+        if not audio:
+            check_features(cuts, cuts_path, _config)
+        dataloader = make_dataloader(cuts, train=False, max_duration=args.max_duration, audio=audio)
         decode_test_set(model, dataloader, test_set, args, graphs, methods, opts, metric, words)
 
 

@@ -8,6 +8,7 @@ Usage:
   # resume after epoch 5:         ... --start-epoch 6
   # 2 processes (gloo, CPU):      torchrun --nproc_per_node 2 -m w2v.bin.train ...
   # model size:                   ... --d-model 144 --num-layers 4 --ffn-dim 576
+  # SSL front end on the audio:   ... --ssl-checkpoint exp/ssl_wav2vec2 --ssl-layer 0 [--ssl-finetune true]
 
 Writes exp_dir/epoch-N.pt every epoch, exp_dir/config.yaml and exp_dir/tensorboard/.
 """
@@ -48,6 +49,14 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=t.weight_decay)
     p.add_argument("--grad-clip", type=float, default=t.grad_clip)
     p.add_argument("--ctc-impl", choices=["k2", "torch"], default=t.ctc_impl)
+    g = p.add_argument_group("on-the-fly SSL front end (instead of the cuts' features)")
+    g.add_argument("--ssl-checkpoint", default=t.ssl_checkpoint,
+                   help="fairseq .pt, HF dir, our checkpoint or pretraining exp dir")
+    g.add_argument("--ssl-layer", type=int, default=t.ssl_layer, help="0 = learned weighted sum of all layers")
+    g.add_argument("--ssl-finetune", type=str2bool, default=t.ssl_finetune,
+                   help="train the Transformer too (the conv feature encoder stays frozen)")
+    g.add_argument("--ssl-lr-scale", type=float, default=t.ssl_lr_scale, help="encoder lr = lr × this")
+    g.add_argument("--ssl-bf16", type=str2bool, default=t.ssl_bf16, help="encoder under bf16 autocast")
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument("--num-workers", type=int, default=t.num_workers)
     p.add_argument("--max-batches-per-epoch", type=int, default=t.max_batches_per_epoch)
@@ -58,7 +67,7 @@ def get_parser() -> argparse.ArgumentParser:
     m = AsrConfig()
     g = p.add_argument_group("model (ignored when resuming: the checkpoint's config is used)")
     for f in fields(AsrConfig):
-        if f.name in ("num_tokens", "feature_dim", "subsampling"):  # from the lang dir / the cuts
+        if f.name in ("num_tokens", "feature_dim", "subsampling", "ssl"):  # from lang dir / cuts / --ssl-*
             continue
         g.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(m, f.name)),
                        default=getattr(m, f.name))
