@@ -184,3 +184,18 @@ def test_decode_refuses_cuts_of_another_feature_type(toy_data, toy_data_20ms):
     with pytest.raises(ValueError, match=r"cuts_train.jsonl.gz: 80-dim features at 10 ms, but the "
                                          r"model takes 48-dim features subsampled ×2"):
         check_features(CutSet.from_file(toy_data[1]), toy_data[1], cfg)
+
+
+def test_small_corpus_still_gives_batches(toy_data):
+    """drop_last with more buckets than batches would yield nothing (a 2.6 min corpus, 10
+    buckets of 30 s did); the buckets are capped, or bucketing dropped."""
+    from w2v.asr.data import make_sampler
+
+    cuts = CutSet.from_file(toy_data[1]).to_eager()
+    total = sum(c.duration for c in cuts)
+    for max_duration in (total / 3, total / 1.5):
+        sampler = make_sampler(cuts, train=True, max_duration=max_duration, num_buckets=10)
+        sampler.set_epoch(1)
+        batches = list(sampler)
+        assert batches, max_duration
+        assert sum(c.duration for b in batches for c in b) > total / 3
