@@ -282,7 +282,10 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
         scheduler.load_state_dict(resume["scheduler"])
     ddp_model: nn.Module = model
     if world_size > 1:
-        ddp_model = nn.parallel.DistributedDataParallel(model)
+        # A fine-tuned encoder has weights that a chosen layer never reaches (later blocks, the
+        # mask embedding): DDP must not wait for their gradients.
+        tuned = model_cfg.ssl is not None and model_cfg.ssl["finetune"]
+        ddp_model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=tuned)
 
     audio = model_cfg.ssl is not None
     train_cuts = keep_trainable(train_cuts, tokenizer, model_cfg.subsampling,
@@ -361,9 +364,15 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
                     "epoch %d: train loss %.4f, dev loss %.4f (per frame), lr %.2e, %.1f s",
                     epoch, train_loss, dev_loss, scheduler.get_last_lr()[0], seconds,
                 )
+                weights = None
+                if model.frontend is not None and model.frontend.layer_weights is not None:
+                    weights = torch.softmax(model.frontend.layer_weights.detach(), 0).tolist()
+                    log.info("  SSL layer weights: %s", " ".join(f"L{i + 1} {w:.3f}" for i, w in enumerate(weights)))
                 if writer is not None:
                     writer.add_scalar("epoch/train_loss", train_loss, epoch)
                     writer.add_scalar("epoch/dev_loss", dev_loss, epoch)
+                    for i, w in enumerate(weights or []):
+                        writer.add_scalar(f"ssl_layer_weight/L{i + 1}", w, epoch)
                     writer.flush()
                 atomic_torch_save(
                     {
