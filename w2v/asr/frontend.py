@@ -30,7 +30,7 @@ def make_spec(checkpoint: str, layer: int, finetune: bool, bf16: bool = False) -
 
     ``checkpoint``: anything :func:`w2v.features.ssl.resolve_checkpoint` accepts.
     """
-    from w2v.features.ssl import SslFeatureExtractor, checkpoint_digest
+    from w2v.features.ssl import SslFeatureExtractor
 
     ex = SslFeatureExtractor(checkpoint, max(layer, 1))
     if layer < 0 or layer > ex.num_layers:
@@ -42,7 +42,7 @@ def make_spec(checkpoint: str, layer: int, finetune: bool, bf16: bool = False) -
         "kind": ex.kind, "encoder": encoder_config, "num_layers": ex.num_layers, "layer": layer,
         "finetune": finetune, "bf16": bf16, "feature_dim": ex.feature_dim,
         "frame_shift": ex.frame_shift, "checkpoint": str(ex.checkpoint.resolve()),
-        "digest": checkpoint_digest(ex.checkpoint),
+        "digest": ex.digest,
     }
     return spec, ex.model.state_dict()
 

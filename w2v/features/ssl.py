@@ -20,6 +20,7 @@ audio, 530 GB for LibriSpeech's 960 h) or ``lilcom`` (lossy compression, several
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -141,9 +142,14 @@ class SslFeatureExtractor:
         self.layer = layer
         self.feature_dim = int(probe[layer - 1].shape[-1])
 
+    @functools.cached_property
+    def digest(self) -> str:
+        """:func:`checkpoint_digest` of the checkpoint, hashed once per extractor."""
+        return checkpoint_digest(self.checkpoint)
+
     def spec(self, storage: str) -> SslFeatureSpec:
         return SslFeatureSpec(
-            checkpoint=str(self.checkpoint.resolve()), digest=checkpoint_digest(self.checkpoint),
+            checkpoint=str(self.checkpoint.resolve()), digest=self.digest,
             kind=self.kind, layer=self.layer, bf16=self.bf16, storage=storage,
             feature_dim=self.feature_dim, frame_shift=self.frame_shift,
         )
