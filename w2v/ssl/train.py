@@ -254,19 +254,23 @@ def build_pretrainer(cfg: PretrainConfig, labeler=None) -> nn.Module:
     raise ValueError(f"Unknown ssl model {family!r}; expected one of {SSL_MODELS}")
 
 
+def _kmeans_audio(cuts: CutSet, max_cuts: int, crop_seconds: float | None):
+    """The first ``max_cuts`` cuts' audio ``[samples]``, each cut to ``crop_seconds``."""
+    for i, cut in enumerate(cuts):
+        if i >= max_cuts:
+            break
+        audio = torch.as_tensor(cut.load_audio())[0].float()
+        yield audio[: int(crop_seconds * SAMPLE_RATE)] if crop_seconds else audio
+
+
 def fit_layer_kmeans(
     encoder: nn.Module, layer: int, cuts: CutSet, num_clusters: int, max_cuts: int, crop_seconds: float | None, seed: int
 ) -> KMeans:
     """HuBERT iteration 2: k-means over one layer's outputs of a frozen encoder."""
     feats = []
+    device = next(encoder.parameters()).device
     with torch.no_grad():
-        for i, cut in enumerate(cuts):
-            if i >= max_cuts:
-                break
-            audio = torch.as_tensor(cut.load_audio())[0].float()
-            if crop_seconds:
-                audio = audio[: int(crop_seconds * SAMPLE_RATE)]
-            device = next(encoder.parameters()).device
+        for audio in _kmeans_audio(cuts, max_cuts, crop_seconds):
             layers, _ = encoder.extract_features(audio[None].to(device), num_layers=layer)
             feats.append(layers[layer - 1][0].cpu())
     x = torch.cat(feats)
@@ -277,14 +281,8 @@ def fit_layer_kmeans(
 
 def fit_mfcc_kmeans(cuts: CutSet, num_clusters: int, max_cuts: int, crop_seconds: float | None, seed: int) -> KMeans:
     """HuBERT iteration 1: k-means over 39-dim MFCC at 20 ms (the encoders' frame rate)."""
-    feats = []
-    for i, cut in enumerate(cuts):
-        if i >= max_cuts:
-            break
-        audio = torch.as_tensor(cut.load_audio())[0].float()
-        if crop_seconds:
-            audio = audio[: int(crop_seconds * SAMPLE_RATE)]
-        feats.append(mfcc_features(audio, SAMPLE_RATE, frame_shift_ms=20.0))
+    feats = [mfcc_features(audio, SAMPLE_RATE, frame_shift_ms=20.0)
+             for audio in _kmeans_audio(cuts, max_cuts, crop_seconds)]
     x = torch.cat(feats)
     if x.shape[0] < num_clusters:
         raise ValueError(f"{x.shape[0]} MFCC frames are too few for {num_clusters} clusters")
