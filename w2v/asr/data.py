@@ -96,7 +96,7 @@ def make_sampler(
     two, a shuffled SimpleCutSampler replaces the bucketing.
     """
     if train:
-        if isinstance(cuts.data, (dict, list)):  # eager: the total is known without a second read
+        if not cuts.is_lazy:  # eager: the total is known without a second read
             total = sum(c.duration for c in cuts)
             fit = int(total // (max_duration * (world_size or 1)))
             if fit < num_buckets:
