@@ -122,6 +122,38 @@ def test_huggingface_pytorch_model_bin(tmp_path):
     _assert_layers(model, x, ref_layers, ref_last, False)
 
 
+class _Call:
+    """Pickles as ``fn(*args)``: a payload in a weights file."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+def test_huggingface_dir_reads_safetensors_not_pytorch_model_bin(tmp_path):
+    """With both files present the .bin is never opened: a malicious one changes nothing."""
+    import os
+
+    from w2v.serialization import CheckpointError
+
+    hf = _hf("wav2vec2").eval()
+    hf.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    marker = tmp_path / "ran"
+    torch.save({"masked_spec_embed": _Call(os.system, f"touch {marker}")}, tmp_path / "pytorch_model.bin")
+    model, _ = M.load_pretrained(tmp_path)
+    x = torch.randn(1, 3000)
+    _assert_layers(model, x, *_hf_layers(hf, x), False)
+    assert not marker.exists()
+    # without the safetensors file the .bin is read, and refused
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"pytorch_model.bin: refuses to load: .*os\.system"):
+        M.load_pretrained(tmp_path)
+    assert not marker.exists()
+
+
 # ----------------------------------------------------------------------------------------------
 # fairseq (key names as fairseq's Wav2Vec2Model / HubertModel / Data2VecAudioModel write them)
 
@@ -212,36 +244,100 @@ def test_fairseq_finetuned_hubert_argparse_checkpoint(tmp_path):
     _assert_layers(model, x, *_hf_layers(hf, xn), True)
 
 
-def test_fairseq_data2vec_checkpoint_with_omegaconf_pickles(tmp_path):
-    """Configs pickled as classes of a package that is not installed (omegaconf) still load."""
+def _fake_hydra_modules(monkeypatch, marker):
+    """Classes named and shaped as omegaconf 2.0 and fairseq pickle them (neither is installed).
+
+    They stay importable while the checkpoint loads: a loader that used them instead of inert
+    stand-ins would run their ``__setstate__`` / ``__init__``, which create ``marker``.
+    """
+    import enum
+
+    def touch(*args, **kwargs):
+        open(marker, "w").close()
+
+    names = ("omegaconf", "omegaconf.base", "omegaconf.nodes", "omegaconf.dictconfig", "omegaconf.listconfig",
+             "fairseq", "fairseq.dataclass", "fairseq.dataclass.constants", "fairseq.models", "fairseq.models.data2vec",
+             "fairseq.models.data2vec.data2vec_audio")
+    modules = {n: types.ModuleType(n) for n in names}
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    classes = {}
+    for module, name in [("omegaconf.base", "Metadata"), ("omegaconf.base", "ContainerMetadata"),
+                         ("omegaconf.nodes", "AnyNode"), ("omegaconf.nodes", "StringNode"),
+                         ("omegaconf.nodes", "IntegerNode"), ("omegaconf.nodes", "FloatNode"),
+                         ("omegaconf.nodes", "BooleanNode"), ("omegaconf.nodes", "EnumNode"),
+                         ("omegaconf.dictconfig", "DictConfig"), ("omegaconf.listconfig", "ListConfig"),
+                         ("fairseq.models.data2vec.data2vec_audio", "Data2VecAudioConfig")]:
+        cls = type(name, (), {"__module__": module, "__qualname__": name, "__setstate__": touch})
+        setattr(modules[module], name, cls)
+        classes[name] = cls
+    # fairseq's ChoiceEnum: members pickle as Choices(value)
+    choices = enum.Enum("Choices", {"default": "default", "layer_norm": "layer_norm"},
+                        module="fairseq.dataclass.constants")
+    choices.__init__ = touch
+    modules["fairseq.dataclass.constants"].Choices = choices
+    classes["Choices"] = choices
+    return classes
+
+
+def _omegaconf(value, classes, key=None, parent=None):
+    """A plain config as omegaconf 2.0 holds it: containers of typed value nodes with metadata."""
+    import collections
+    import typing
+
+    def make(name, **state):
+        obj = classes[name].__new__(classes[name])
+        obj.__dict__.update(state)
+        return obj
+
+    def metadata(name, ref_type, object_type, **more):
+        return make(name, ref_type=ref_type, object_type=object_type, optional=True, key=key, flags={},
+                    resolver_cache=collections.defaultdict(dict), **more)
+
+    if isinstance(value, dict):
+        node = make("DictConfig", _metadata=metadata(
+            "ContainerMetadata", typing.Any, classes["Data2VecAudioConfig"] if key == "model" else dict,
+            key_type=typing.Any, element_type=typing.Any), _parent=parent)
+        node._content = {k: _omegaconf(v, classes, k, node) for k, v in value.items()}
+        return node
+    if isinstance(value, (list, tuple)):
+        node = make("ListConfig", _metadata=metadata("ContainerMetadata", typing.List[float], list,
+                                                      key_type=int, element_type=float), _parent=parent)
+        node._content = [_omegaconf(v, classes, i, node) for i, v in enumerate(value)]
+        return node
+    if key == "extractor_mode":
+        return make("EnumNode", _val=classes["Choices"](value), enum_type=classes["Choices"], _parent=parent,
+                    _metadata=metadata("Metadata", classes["Choices"], classes["Choices"]))
+    kind = {bool: "BooleanNode", int: "IntegerNode", float: "FloatNode", str: "StringNode"}.get(type(value), "AnyNode")
+    ref = {bool: bool, int: int, float: float, str: str}.get(type(value), typing.Any)
+    return make(kind, _val=value, _parent=parent, _metadata=metadata("Metadata", ref, None))
+
+
+def test_fairseq_data2vec_checkpoint_with_omegaconf_pickles(tmp_path, monkeypatch):
+    """Hydra-era configs pickled as omegaconf / fairseq classes (neither installed) load as inert data."""
+    import numpy as np
+
     hf = _hf("data2vec").eval()
     _perturb(hf)
     state = _to_fairseq(hf.state_dict(), layer_norm_convs=True, data2vec=True)
     assert "encoder.pos_conv.2.0.weight" in state
 
-    fake = types.ModuleType("fake_omegaconf")
-
-    class DictConfig:
-        def __init__(self, content):
-            self._content = content
-
-    DictConfig.__module__, DictConfig.__qualname__ = "fake_omegaconf", "DictConfig"
-    fake.DictConfig = DictConfig
-    sys.modules["fake_omegaconf"] = fake
-    try:
-        model_cfg = _fairseq_model_cfg(
-            "data2vec_audio", conv_pos_depth=3, conv_pos_width=15
-        )
-        model_cfg["extractor_mode"] = "layer_norm"
-        cfg = DictConfig({"model": DictConfig(model_cfg), "task": DictConfig({"normalize": True})})
-        path = tmp_path / "data2vec.pt"
-        torch.save({"cfg": cfg, "model": state}, path)
-    finally:
-        del sys.modules["fake_omegaconf"]
+    marker = tmp_path / "ran"
+    classes = _fake_hydra_modules(monkeypatch, marker)
+    model_cfg = _fairseq_model_cfg("data2vec_audio", conv_pos_depth=3, conv_pos_width=15,
+                                   latent_temp=(2.0, 0.5, 0.999995), final_dim=None)
+    model_cfg["extractor_mode"] = "layer_norm"
+    cfg = _omegaconf({"model": model_cfg, "task": {"_name": "audio_pretraining", "normalize": True}}, classes)
+    path = tmp_path / "data2vec.pt"
+    extra = {"best": np.float64(1.5), "train_iterator": {"epoch": 3}}
+    torch.save({"cfg": cfg, "model": state, "extra_state": extra}, path)
+    assert not marker.exists()
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)
     model, config = M.load_pretrained(path)
+    assert not marker.exists()
     assert isinstance(config, M.Data2VecAudioConfig)
+    assert config.conv_norm == "layer_norm"  # from the ChoiceEnum member's value
     assert (config.pos_conv_depth, config.pos_conv_kernel, config.normalize_waveform) == (3, 5, True)
     x = torch.randn(2, 4000)
     xn = torch.nn.functional.layer_norm(x, x.shape[-1:])

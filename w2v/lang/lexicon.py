@@ -5,6 +5,9 @@ Layout (icefall's lang_bpe / lang_char):
   tokens.txt  ``<blk> 0`` ... every modelling unit ..., then ``#0``, ``#1``, ... last.
   lexicon.txt ``WORD piece piece ...``; lexicon_disambig.txt adds ``#k`` to ambiguous entries.
   L.pt / L_disambig.pt  k2 FSAs (token → word), a loop through state 0 and no silence.
+
+FSA files (L, HLG, G) hold ``fsa.as_dict()`` with tensors only (:func:`save_fsa`), so that
+``torch.load(weights_only=True)`` reads them; :func:`load_fsa` reads them back.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Iterable, Sequence
 import k2
 import torch
 
+from w2v import serialization
 from w2v.utils import atomic_path, atomic_write_text
 
 Lexicon = list[tuple[str, list[str]]]
@@ -263,8 +267,7 @@ def prepare_lang(
     L = lexicon_to_fst(lexicon, token2id, word2id)
     L_disambig = lexicon_to_fst(lexicon_disambig, token2id, word2id, need_self_loops=True)
     for name, fsa in (("L", L), ("L_disambig", L_disambig)):
-        with atomic_path(out[name]) as tmp:
-            torch.save(fsa.as_dict(), tmp)
+        save_fsa(fsa, out[name])
     logging.info(
         "Lang dir %s: %d words, %d tokens (+%d disambig), token type %s",
         lang_dir, len(words), len(units), max_disambig + 1, token_type,
@@ -272,8 +275,62 @@ def prepare_lang(
     return out
 
 
+_ROW_SPLITS = ".row_splits"
+
+
+def save_fsa(fsa: k2.Fsa, path: str | os.PathLike) -> None:
+    """Write ``fsa.as_dict()`` atomically, with plain tensors only.
+
+    A ragged attribute ``name`` (``[arc][item]``, e.g. HLG's word ``aux_labels``) is stored as its
+    values under ``name`` and its row splits under ``name.row_splits``: k2's ``RaggedTensor``
+    would need a pickled class that ``torch.load(weights_only=True)`` refuses.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for name, value in fsa.as_dict().items():
+        if isinstance(value, k2.RaggedTensor):
+            if value.num_axes != 2:
+                raise ValueError(f"{path}: ragged attribute {name} has {value.num_axes} axes; only 2 can be saved")
+            out[name], out[name + _ROW_SPLITS] = value.values, value.shape.row_splits(1)
+        elif isinstance(value, torch.Tensor):
+            out[name] = value
+        else:
+            raise ValueError(f"{path}: FSA attribute {name} is a {type(value).__name__}, not a tensor")
+    with atomic_path(path) as tmp:
+        torch.save(out, tmp)
+
+
 def load_fsa(path: str | os.PathLike) -> k2.Fsa:
-    return k2.Fsa.from_dict(torch.load(path, map_location="cpu", weights_only=False))
+    """Read an FSA written by :func:`save_fsa`, or by ``torch.save(fsa.as_dict())`` before it."""
+    saved = serialization.load(path, what="graph")
+    if not isinstance(saved, dict) or "arcs" not in saved:
+        raise ValueError(f"{path}: expected a dict of FSA tensors with 'arcs'")
+    for key in [k for k in saved if k.endswith(_ROW_SPLITS)]:
+        name = key[: -len(_ROW_SPLITS)]
+        if name not in saved:
+            raise ValueError(f"{path}: {key} without the values of {name}")
+        saved[name] = _ragged(saved.pop(key), saved[name])
+    for name, value in saved.items():
+        if isinstance(value, serialization.StandIn):  # a k2.RaggedTensor pickled by an older version
+            saved[name] = _ragged_from_pickle(value, f"{path}: {name}")
+    return k2.Fsa.from_dict(saved)
+
+
+def _ragged(row_splits: torch.Tensor, values: torch.Tensor) -> k2.RaggedTensor:
+    shape = k2.ragged.create_ragged_shape2(row_splits=row_splits, cached_tot_size=values.numel())
+    return k2.RaggedTensor(shape, values)
+
+
+def _ragged_from_pickle(stand_in: serialization.StandIn, source: str) -> k2.RaggedTensor:
+    """k2 pickles a 2-axis RaggedTensor's state as ``(row_splits1, "row_ids1", values)``."""
+    state = stand_in.state
+    if (
+        stand_in.global_name != "_k2.ragged.RaggedTensor"
+        or not isinstance(state, tuple)
+        or len(state) != 3
+        or not all(isinstance(state[i], torch.Tensor) for i in (0, 2))
+    ):
+        raise ValueError(f"{source}: expected a 2-axis k2 RaggedTensor, found {stand_in!r}")
+    return _ragged(state[0], state[2])
 
 
 def max_token_id(tokens: dict[str, int]) -> int:

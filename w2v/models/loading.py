@@ -1,8 +1,9 @@
 """``load_pretrained``: fairseq checkpoints, Hugging Face model dirs and our own checkpoints.
 
 Neither fairseq nor transformers is needed at runtime: configs are read as plain data, HF
-``model.safetensors`` by a small reader here, and fairseq pickles through an unpickler that
-stands in placeholders for classes of packages that are not installed (fairseq, omegaconf).
+``model.safetensors`` by a small reader here (preferred over ``pytorch_model.bin``), and every
+``.pt`` / ``.bin`` through :func:`w2v.serialization.load`, which runs no code from the file and
+reads fairseq's pickled configs (argparse, omegaconf) as inert stand-ins.
 
 Our checkpoint format (ARCHITECTURE.md) is ``{"model": state_dict, "config": dict, "kind": str}``;
 one builder per kind rebuilds the model. Families outside this package (wav2vec 1.0, vq-wav2vec
@@ -13,15 +14,12 @@ and :func:`register_fairseq_converter`; a kind not yet registered triggers an im
 
 from __future__ import annotations
 
-import argparse
 import ast
 import importlib
 import json
 import logging
-import pickle
 import re
 import struct
-import types
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -39,6 +37,8 @@ from w2v.models.config import (
     config_from_dict,
 )
 from w2v.models.encoder import SSLEncoder
+from w2v.serialization import load as load_file
+from w2v.serialization import plain
 from w2v.utils import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -104,12 +104,14 @@ def load_pretrained(path: str | Path) -> tuple[nn.Module, Any]:
     Raises:
         FileNotFoundError, ValueError: unreadable input, unknown kind, or weights that do not
             fit the architecture (missing / unexpected keys, wrong shapes are named).
+        w2v.serialization.CheckpointError (a ValueError): a file that is truncated, corrupt, or
+            whose pickle would call anything but tensors, containers and configs.
     """
     path = Path(path)
     if path.is_dir():
         model, config = _load_huggingface(path)
     elif path.is_file():
-        ckpt = _torch_load(path)
+        ckpt = load_file(path)
         if not isinstance(ckpt, Mapping):
             raise ValueError(f"{path}: expected a checkpoint dict, found {type(ckpt).__name__}")
         if "kind" in ckpt and "config" in ckpt and "model" in ckpt:
@@ -175,62 +177,6 @@ def _load_own(ckpt: Mapping[str, Any], path: Path) -> tuple[nn.Module, Any]:
 
 # ----------------------------------------------------------------------------------------------
 # Reading files without fairseq / transformers / safetensors
-
-
-class _Placeholder:
-    """Stands in for a pickled object whose class cannot be imported (fairseq, omegaconf)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._args = args
-        self.__dict__.update(kwargs)
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
-            state = {**(state[0] or {}), **state[1]}
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-        else:
-            self._state = state
-
-
-class _PermissiveUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return type(name, (_Placeholder,), {"__module__": module})
-
-
-_permissive_pickle = types.ModuleType("w2v_permissive_pickle")
-_permissive_pickle.Unpickler = _PermissiveUnpickler  # type: ignore[attr-defined]
-_permissive_pickle.load = lambda f, **kw: _PermissiveUnpickler(f, **kw).load()  # type: ignore[attr-defined]
-_permissive_pickle.__name__ = "w2v_permissive_pickle"
-
-
-def _torch_load(path: Path) -> Any:
-    """Tensors-only unpickling first; full unpickling only for fairseq's pickled configs."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # fairseq stores argparse Namespaces / omegaconf objects: needs full unpickling (trusted files only).
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_permissive_pickle)
-
-
-def _plain(obj: Any) -> Any:
-    """argparse.Namespace / omegaconf placeholders → plain dicts and lists."""
-    if isinstance(obj, argparse.Namespace):
-        return {k: _plain(v) for k, v in vars(obj).items()}
-    if isinstance(obj, _Placeholder):
-        if "_content" in obj.__dict__:  # omegaconf DictConfig / ListConfig
-            return _plain(obj.__dict__["_content"])
-        if "_val" in obj.__dict__:  # omegaconf value node
-            return _plain(obj.__dict__["_val"])
-        return {k: _plain(v) for k, v in obj.__dict__.items() if not k.startswith("_")}
-    if isinstance(obj, Mapping):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 _SAFETENSORS_DTYPES = {
@@ -334,7 +280,7 @@ def _hf_weights(path: Path) -> dict[str, Tensor]:
             state.update(read_safetensors(path / shard))
         return state
     if (path / "pytorch_model.bin").is_file():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        return load_file(path / "pytorch_model.bin")
     raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
 
 
@@ -455,9 +401,9 @@ def parse_conv_layers(spec: str) -> tuple[tuple[int, int, int], ...]:
 def _fairseq_cfg(ckpt: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(model cfg, task cfg) as plain dicts, from ``cfg`` (hydra era) or ``args`` (argparse era)."""
     if ckpt.get("cfg") is not None:
-        cfg = _plain(ckpt["cfg"])
+        cfg = plain(ckpt["cfg"])
         return dict(cfg.get("model") or {}), dict(cfg.get("task") or {})
-    args = _plain(ckpt["args"])
+    args = plain(ckpt["args"])
     model = dict(args)
     model.setdefault("_name", args.get("arch"))
     return model, args
@@ -561,7 +507,7 @@ def _load_fairseq(ckpt: Mapping[str, Any], path: Path) -> tuple[nn.Module, Any]:
         inner = model_cfg.get("w2v_args")
         if inner is None:
             raise ValueError(f"{path}: fine-tuned fairseq checkpoint without w2v_args; cannot rebuild its encoder")
-        inner = _plain(inner)
+        inner = plain(inner)
         if "model" in inner:
             model_cfg, task_cfg = dict(inner["model"]), dict(inner.get("task") or {})
         else:  # argparse era

@@ -14,6 +14,7 @@ import torch
 import torchaudio
 from torch import Tensor
 
+from w2v import serialization
 from w2v.utils import atomic_torch_save
 
 
@@ -45,7 +46,7 @@ class KMeans:
 
     @classmethod
     def load(cls, path: str | Path) -> "KMeans":
-        return cls(torch.load(path, map_location="cpu", weights_only=True)["centroids"])
+        return cls(serialization.load(path, what="k-means file")["centroids"])
 
 
 def _kmeans_pp_init(x: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
