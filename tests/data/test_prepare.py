@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,3 +88,87 @@ def test_check_audio_accepts_good_file(librispeech_tiny):
     flac = next((librispeech_tiny / "dev-clean").rglob("*.flac"))
     assert check_audio(flac) is None
     assert "sample rate 16000 Hz, expected 8000 Hz" == check_audio(flac, sample_rate=8000)
+
+
+def _part_with_rates(root, corpus: str, files: list[tuple[int, int, int]]):
+    """A one-part corpus, LibriSpeech ``dev-clean`` or AISHELL ``dev``; files = (rate, frames, channels).
+
+    Returns (corpus_dir, part, {utt_id: (rate, frames, channels)}).
+    """
+    rng = np.random.default_rng(0)
+    utts = {}
+    lines = []
+    for i, (rate, frames, channels) in enumerate(files):
+        if corpus == "librispeech":
+            uid = f"84-121123-{i:04d}"
+            path = root / "dev-clean" / "84" / "121123" / f"{uid}.flac"
+        else:
+            uid = f"BAC009S0724W{i:04d}"
+            path = root / "data_aishell" / "wav" / "dev" / "S0724" / f"{uid}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        audio = (0.1 * rng.standard_normal((frames, channels))).astype(np.float32)
+        sf.write(path, audio[:, 0] if channels == 1 else audio, rate, subtype="PCM_16")
+        lines.append(f"{uid} {'HELLO WORLD' if corpus == 'librispeech' else '你好 世界'}\n")
+        utts[uid] = (rate, frames, channels)
+    if corpus == "librispeech":
+        (root / "dev-clean" / "84" / "121123" / "84-121123.trans.txt").write_text("".join(lines))
+        return root, "dev-clean", utts
+    transcript = root / "data_aishell" / "transcript" / "aishell_transcript_v0.8.txt"
+    transcript.parent.mkdir(parents=True)
+    transcript.write_text("".join(lines), encoding="utf-8")
+    return root, "dev", utts
+
+
+# 16 kHz files, one 8 kHz, one 22.05 kHz (a length that is no whole number of 16 kHz samples), one
+# stereo 16 kHz file (rejected with or without resampling: it is not downmixed).
+MIXED_RATES = [(16000, 16000, 1), (8000, 10400, 1), (16000, 20000, 1), (22050, 24257, 1), (16000, 17000, 2)]
+
+
+@pytest.mark.parametrize("corpus", ["librispeech", "aishell"])
+def test_other_sample_rates_rejected_by_default(corpus, tmp_path, caplog):
+    corpus_dir, part, utts = _part_with_rates(tmp_path / "c", corpus, MIXED_RATES)
+    prepare = prepare_librispeech if corpus == "librispeech" else prepare_aishell
+    with caplog.at_level("INFO"):
+        results = prepare(corpus_dir, tmp_path / "m", [part])
+    kept = {r.id for r in results[part].recordings}
+    assert kept == {u for u, (rate, _, ch) in utts.items() if rate == 16000 and ch == 1}
+    report_lines = (tmp_path / "m" / f"rejected_{corpus}_{part}.txt").read_text().splitlines()
+    report = dict(line.split("\t") for line in report_lines)
+    reasons = {Path(p).stem: why for p, why in report.items()}
+    ids = list(utts)
+    assert reasons == {
+        ids[1]: "sample rate 8000 Hz, expected 16000 Hz",
+        ids[3]: "sample rate 22050 Hz, expected 16000 Hz",
+        ids[4]: "2 channels, expected 1 (mono)",
+    }
+    assert f"{part}: 2 of them for their sample rate; --resample true keeps them" in caplog.text
+    assert results[part].resampled == {}
+
+
+@pytest.mark.parametrize("corpus", ["librispeech", "aishell"])
+def test_resample_keeps_other_rates_at_16k(corpus, tmp_path, caplog):
+    corpus_dir, part, utts = _part_with_rates(tmp_path / "c", corpus, MIXED_RATES)
+    prepare = prepare_librispeech if corpus == "librispeech" else prepare_aishell
+    out = tmp_path / "m"
+    with caplog.at_level("INFO"):
+        results = prepare(corpus_dir, out, [part], resample=True)
+    ids = list(utts)
+    assert f"{part}: resampled 1 file from 8000 Hz, 1 from 22050 Hz (to 16000 Hz, on load)" in caplog.text
+    assert results[part].resampled == {8000: 1, 22050: 1}
+    report = (out / f"rejected_{corpus}_{part}.txt").read_text()
+    assert report == f"{next(Path(corpus_dir).rglob(ids[4] + '.*'))}\t2 channels, expected 1 (mono)\n"
+    # the manifests as written, read back (the resampling is part of the recording manifest)
+    again = prepare(corpus_dir, out, [part], resample=True)[part]
+    assert again.cached
+    sups = {s.recording_id: s for s in again.supervisions}
+    assert {r.id for r in again.recordings} == set(ids[:4])
+    for rec in again.recordings:
+        rate, frames, _ = utts[rec.id]
+        duration = frames / rate
+        assert rec.sampling_rate == 16000
+        samples = rec.load_audio()
+        assert samples.shape[0] == 1
+        assert abs(samples.shape[1] - duration * 16000) <= 1, (rec.id, samples.shape, duration)
+        assert abs(rec.num_samples - samples.shape[1]) <= 1
+        assert sups[rec.id].duration <= rec.duration + 1e-9
+        assert abs(sups[rec.id].duration - duration) < 1e-3

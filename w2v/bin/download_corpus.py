@@ -5,8 +5,9 @@ Usage:
       --parts train-clean-100 dev-clean test-clean
   python -m w2v.bin.download_corpus --corpus aishell --target-dir download
 
-LibriSpeech lands in ``<target-dir>/LibriSpeech/<part>``, AISHELL-1 in ``<target-dir>/data_aishell``
-(the layouts ``w2v.bin.prepare_corpus`` reads). Parts already there are not fetched again.
+LibriSpeech lands in ``<target-dir>/LibriSpeech/<part>``, AISHELL-1 (lhotse 1.33) in
+``<target-dir>/aishell/data_aishell``: give ``--corpus-dir <target-dir>/aishell`` to the later
+stages (egs/aishell/run.sh --download true does). Parts already there are not fetched again.
 """
 
 from __future__ import annotations

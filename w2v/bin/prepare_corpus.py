@@ -3,13 +3,19 @@
 Usage:
   python -m w2v.bin.prepare_corpus --corpus librispeech --corpus-dir download/LibriSpeech \
       --output-dir data/manifests --parts train-clean-100 dev-clean test-clean [--nj 2]
-  python -m w2v.bin.prepare_corpus --corpus aishell --corpus-dir download \
-      --output-dir data/manifests --parts train dev test
+  python -m w2v.bin.prepare_corpus --corpus aishell --corpus-dir download/aishell \
+      --output-dir data/manifests --parts train dev test [--resample true]
 
 Writes ``<output-dir>/<corpus>_{recordings,supervisions}_<part>.jsonl.gz`` and
 ``rejected_<corpus>_<part>.txt`` (one ``path<TAB>reason`` line per rejected utterance).
-Parts already prepared are skipped. Exit status 1 when a requested part directory is missing
-(the other parts are prepared first), 2 for bad arguments or a missing corpus directory.
+``--corpus-dir`` is the ``LibriSpeech`` directory, or for AISHELL-1 the one holding ``data_aishell/``;
+one in the wrong layout fails at once with a message saying what it holds (as
+``w2v.bin.check_corpus``). Audio at another sample rate is rejected unless ``--resample true``, which
+keeps it, resampled to 16 kHz on load, and logs per rate how many files were; multi-channel files
+are rejected either way (not downmixed). Parts already prepared are skipped (whatever
+``--resample`` says: delete their manifests to redo them). Exit status 1 when a requested part
+directory is missing (the other parts are prepared first), 2 for bad arguments, a missing corpus
+directory or a wrong layout.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import logging
 import sys
 
 from w2v.data.prepare import MissingPartError, prepare_aishell, prepare_librispeech
-from w2v.utils import setup_logging
+from w2v.utils import setup_logging, str2bool
 
 PREPARERS = {"librispeech": prepare_librispeech, "aishell": prepare_aishell}
 
@@ -31,10 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--parts", nargs="+", required=True)
     p.add_argument("--nj", type=int, default=2)
+    p.add_argument("--resample", type=str2bool, default=False,
+                   help="keep audio at other sample rates, resampled to 16 kHz on load (default: reject it)")
     args = p.parse_args(argv)
     setup_logging()
     try:
-        results = PREPARERS[args.corpus](args.corpus_dir, args.output_dir, args.parts, nj=args.nj)
+        prepare = PREPARERS[args.corpus]
+        results = prepare(args.corpus_dir, args.output_dir, args.parts, nj=args.nj, resample=args.resample)
     except MissingPartError as e:
         logging.error(str(e))
         return 1
@@ -43,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for part, r in results.items():
         n_rej = "cached" if r.cached else f"{len(r.rejected)} rejected"
+        if r.resampled:
+            n_rej += f", {sum(r.resampled.values())} resampled"
         print(f"{args.corpus} {part}: {len(r.supervisions)} utterances ({n_rej})")
     return 0
 

@@ -5,15 +5,21 @@ made by :mod:`w2v.data.synth`). Utterances are parsed with lhotse's own recipe c
 each transcript line and audio file is checked so that one bad file costs one utterance, not the
 run: a corrupt or truncated file, a wrong sample rate or channel count, an empty or non-UTF-8
 transcript line. Rejections go to ``<output_dir>/rejected_<prefix>_<part>.txt`` (path, reason) and
-to the log. A part directory that is missing is reported after the other parts are written.
+to the log. A file at another sample rate is rejected too, unless ``resample=True``: then its
+Recording resamples to 16 kHz on load (lhotse's ``Recording.resample``) and the log counts such
+files per rate. Multi-channel files stay rejected either way (they are not downmixed).
+A corpus directory in the wrong layout fails first, with one message (:mod:`w2v.data.layout`); a
+part directory that is missing is reported after the other parts are written.
 Manifests are written under temporary names and renamed, so an interrupted run leaves none half
 written and a rerun skips the parts already done.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,18 +31,18 @@ from lhotse.qa import fix_manifests, validate_recordings_and_supervisions
 from lhotse.recipes.aishell import text_normalize as aishell_text_normalize
 from lhotse.recipes.librispeech import parse_utterance as parse_librispeech_utterance
 
-SAMPLE_RATE = 16000
-LIBRISPEECH_PARTS = (
-    "train-clean-100", "train-clean-360", "train-other-500",
-    "dev-clean", "dev-other", "test-clean", "test-other",
-    "train-clean-5", "dev-clean-2",  # mini_librispeech
+from w2v.data.layout import (  # noqa: F401  (part lists and MissingPartError are imported from here too)
+    AISHELL_PARTS,
+    AISHELL_TRANSCRIPT,
+    LIBRISPEECH_PARTS,
+    MissingPartError,
+    check_layout,
+    missing_parts_message,
+    part_dir as _part_dir,
 )
-AISHELL_PARTS = ("train", "dev", "test")
-AISHELL_TRANSCRIPT = "data_aishell/transcript/aishell_transcript_v0.8.txt"
 
-
-class MissingPartError(FileNotFoundError):
-    """Some requested parts have no directory; the others were prepared."""
+SAMPLE_RATE = 16000
+_RATE_REASON = "sample rate "
 
 
 @dataclass
@@ -46,13 +52,15 @@ class PartResult:
     supervisions: SupervisionSet | None = None
     rejected: list[tuple[str, str]] = field(default_factory=list)
     cached: bool = False
+    resampled: dict[int, int] = field(default_factory=dict)  # original rate (Hz) → number of files
 
 
-def check_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> str | None:
+def check_audio(path: Path, sample_rate: int = SAMPLE_RATE, any_rate: bool = False) -> str | None:
     """Return why ``path`` is unusable as a mono ``sample_rate`` recording, or None if it is fine.
 
     Reads the header and the last few thousand samples: a file cut short fails the tail read
-    even though its header still announces the full length.
+    even though its header still announces the full length. ``any_rate``: accept every sample
+    rate (the caller resamples).
     """
     try:
         info = sf.info(str(path))
@@ -60,8 +68,8 @@ def check_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> str | None:
         return f"unreadable audio ({e})"
     if info.frames <= 0:
         return "empty audio (0 samples)"
-    if info.samplerate != sample_rate:
-        return f"sample rate {info.samplerate} Hz, expected {sample_rate} Hz"
+    if info.samplerate != sample_rate and not any_rate:
+        return f"{_RATE_REASON}{info.samplerate} Hz, expected {sample_rate} Hz"
     if info.channels != 1:
         return f"{info.channels} channels, expected 1 (mono)"
     try:
@@ -127,26 +135,58 @@ def _decode_lines(path: Path, rejected: list[tuple[str, str]]) -> list[str]:
     return good
 
 
-def _finish(result: PartResult, recordings: list[Recording], segments: list[SupervisionSegment]) -> PartResult:
+def _to_16k(result: PartResult, recordings: list[Recording], segments: list[SupervisionSegment]):
+    """Recordings at other rates resample on load; their (whole-file) supervisions follow the new duration."""
+    by_id = {s.recording_id: i for i, s in enumerate(segments)}
+    counts: Counter[int] = Counter()
+    out = []
+    for rec in recordings:
+        if rec.sampling_rate != SAMPLE_RATE:
+            counts[rec.sampling_rate] += 1
+            rec = rec.resample(SAMPLE_RATE)
+            i = by_id[rec.id]
+            segments[i] = dataclasses.replace(segments[i], duration=min(segments[i].duration, rec.duration))
+        out.append(rec)
+    result.resampled = dict(sorted(counts.items()))
+    return out, segments
+
+
+def _finish(
+    result: PartResult, recordings: list[Recording], segments: list[SupervisionSegment], why_empty: str = ""
+) -> PartResult:
     if not recordings:
-        raise ValueError(f"part '{result.part}' has no usable utterance ({len(result.rejected)} rejected)")
+        why = why_empty or f"{len(result.rejected)} rejected"
+        raise ValueError(f"part '{result.part}' has no usable utterance ({why})")
+    recordings, segments = _to_16k(result, recordings, segments)
     recs, sups = fix_manifests(RecordingSet.from_recordings(recordings), SupervisionSet.from_segments(segments))
     validate_recordings_and_supervisions(recs, sups)
     result.recordings, result.supervisions = recs, sups
     return result
 
 
-def _log_rejections(result: PartResult) -> None:
+def _log_checks(result: PartResult) -> None:
+    """Each rejection, a count of those at another sample rate, and the files resampled per rate."""
     for path, why in result.rejected:
         logging.warning(f"rejected {path}: {why}")
     if result.rejected:
         logging.warning(f"{result.part}: {len(result.rejected)} utterance(s) rejected (see rejected_*_{result.part}.txt)")
+    n_rate = sum(why.startswith(_RATE_REASON) for _, why in result.rejected)
+    if n_rate:
+        logging.warning(
+            f"{result.part}: {n_rate} of them for their sample rate; "
+            f"--resample true keeps them, resampled to {SAMPLE_RATE} Hz on load"
+        )
+    if result.resampled:
+        counts = [f"{n} file{'s' if n != 1 else ''} from {rate} Hz" if i == 0 else f"{n} from {rate} Hz"
+                  for i, (rate, n) in enumerate(result.resampled.items())]
+        logging.info(f"{result.part}: resampled {', '.join(counts)} (to {SAMPLE_RATE} Hz, on load)")
 
 
-def _librispeech_part(part_dir: Path, nj: int) -> PartResult:
+def _librispeech_part(part_dir: Path, nj: int, resample: bool = False) -> PartResult:
     result = PartResult(part_dir.name)
     lines: list[str] = []
-    for trans in sorted(part_dir.rglob("*.trans.txt")):
+    transcripts = sorted(part_dir.rglob("*.trans.txt"))
+    for trans in transcripts:
         lines.extend(_decode_lines(trans, result.rejected))
 
     def audio_of(line: str) -> Path:
@@ -155,7 +195,9 @@ def _librispeech_part(part_dir: Path, nj: int) -> PartResult:
 
     def check(line: str) -> str | None:
         path = audio_of(line)
-        return "no audio file for this transcript line" if not path.is_file() else check_audio(path)
+        if not path.is_file():
+            return "no audio file for this transcript line"
+        return check_audio(path, any_rate=resample)
 
     with ThreadPoolExecutor(max(1, nj)) as ex:
         problems = list(ex.map(check, lines))
@@ -163,7 +205,11 @@ def _librispeech_part(part_dir: Path, nj: int) -> PartResult:
         result.rejected += [(str(audio_of(line)), why) for line, why in zip(lines, problems) if why]
         parsed = list(ex.map(lambda line: parse_librispeech_utterance(part_dir, line, {}), ok))
     parsed = [p for p in parsed if p is not None]
-    return _finish(result, [r for r, _ in parsed], [s for _, s in parsed])
+    why_empty = ""
+    if not transcripts:
+        n_flac = sum(1 for _ in part_dir.rglob("*.flac"))
+        why_empty = f"no <speaker>-<chapter>.trans.txt under {part_dir}; found {n_flac} .flac file(s)"
+    return _finish(result, [r for r, _ in parsed], [s for _, s in parsed], why_empty)
 
 
 def prepare_librispeech(
@@ -171,6 +217,7 @@ def prepare_librispeech(
     output_dir: str | Path,
     parts: Sequence[str] = ("train-clean-100", "dev-clean", "test-clean"),
     nj: int = 2,
+    resample: bool = False,
 ) -> dict[str, PartResult]:
     """Manifests ``librispeech_{recordings,supervisions}_<part>.jsonl.gz`` for each part.
 
@@ -179,11 +226,14 @@ def prepare_librispeech(
       output_dir: where manifests and rejection reports go.
       parts: LibriSpeech part names.
       nj: threads for checking and reading audio headers.
+      resample: keep files at other sample rates, resampled to 16 kHz on load (default: reject).
     Raises:
       FileNotFoundError: ``corpus_dir`` does not exist.
+      ValueError: an unknown part name (``UnknownPartError``), or ``corpus_dir`` is not in the
+        LibriSpeech layout (``LayoutError``, saying what it is and, where it can, what to give).
       MissingPartError: after preparing the others, when some parts have no directory.
     """
-    return _prepare(corpus_dir, output_dir, parts, "librispeech", nj)
+    return _prepare(corpus_dir, output_dir, parts, "librispeech", nj, resample)
 
 
 def prepare_aishell(
@@ -191,25 +241,22 @@ def prepare_aishell(
     output_dir: str | Path,
     parts: Sequence[str] = AISHELL_PARTS,
     nj: int = 2,
+    resample: bool = False,
 ) -> dict[str, PartResult]:
     """Manifests ``aishell_{recordings,supervisions}_<part>.jsonl.gz`` for each part.
 
     ``corpus_dir`` holds ``data_aishell/``. As in lhotse, supervision text has the spaces between
     words removed (characters are the modelling unit); the transcript's word segmentation is kept
-    in ``supervision.custom["words"]`` for word-level lexicons and LMs.
+    in ``supervision.custom["words"]`` for word-level lexicons and LMs. Arguments and errors as
+    :func:`prepare_librispeech`.
     """
-    return _prepare(corpus_dir, output_dir, parts, "aishell", nj)
+    return _prepare(corpus_dir, output_dir, parts, "aishell", nj, resample)
 
 
-def _prepare(corpus_dir, output_dir, parts, prefix: str, nj: int) -> dict[str, PartResult]:
+def _prepare(corpus_dir, output_dir, parts, prefix: str, nj: int, resample: bool) -> dict[str, PartResult]:
     corpus_dir, output_dir = Path(corpus_dir), Path(output_dir)
-    if not corpus_dir.is_dir():
-        raise FileNotFoundError(f"corpus directory {corpus_dir} does not exist")
+    check_layout(prefix, corpus_dir, parts, missing_ok=True)
     output_dir.mkdir(parents=True, exist_ok=True)
-    known = LIBRISPEECH_PARTS if prefix == "librispeech" else AISHELL_PARTS
-    unknown = [p for p in parts if p not in known]
-    if unknown:
-        raise ValueError(f"unknown {prefix} part(s) {unknown}; expected some of {list(known)}")
     transcripts = None
     results, missing = {}, []
     for part in parts:
@@ -218,21 +265,18 @@ def _prepare(corpus_dir, output_dir, parts, prefix: str, nj: int) -> dict[str, P
             logging.info(f"{prefix} {part}: manifests already in {output_dir}, skipping")
             results[part] = cached
             continue
-        if prefix == "librispeech":
-            part_dir = corpus_dir / part
-        else:
-            part_dir = corpus_dir / "data_aishell" / "wav" / part
+        part_dir = _part_dir(prefix, corpus_dir, part)
         if not part_dir.is_dir():
             logging.error(f"{prefix} part '{part}': directory {part_dir} does not exist")
-            missing.append(str(part_dir))
+            missing.append(part_dir)
             continue
         if prefix == "librispeech":
-            result = _librispeech_part(part_dir, nj)
+            result = _librispeech_part(part_dir, nj, resample)
         else:
             if transcripts is None:
                 transcripts = _aishell_transcripts(corpus_dir)
-            result = _aishell_part(part_dir, transcripts, nj)
-        _log_rejections(result)
+            result = _aishell_part(part_dir, transcripts, nj, resample)
+        _log_checks(result)
         _write_manifests(result, output_dir, prefix)
         logging.info(
             f"{prefix} {part}: {len(result.recordings)} utterances, "
@@ -240,7 +284,8 @@ def _prepare(corpus_dir, output_dir, parts, prefix: str, nj: int) -> dict[str, P
         )
         results[part] = result
     if missing:
-        raise MissingPartError(f"missing part directories: {', '.join(missing)} (the other parts were prepared)")
+        note = "(the other parts were prepared)" if results else ""
+        raise MissingPartError(missing_parts_message(prefix, corpus_dir, missing, note))
     return results
 
 
@@ -261,7 +306,7 @@ def _aishell_transcripts(corpus_dir: Path) -> dict[str, tuple[str, str] | str]:
     return out
 
 
-def _aishell_part(part_dir: Path, transcripts: dict, nj: int) -> PartResult:
+def _aishell_part(part_dir: Path, transcripts: dict, nj: int, resample: bool = False) -> PartResult:
     result = PartResult(part_dir.name)
     wavs = sorted(part_dir.rglob("*.wav"))
 
@@ -271,7 +316,7 @@ def _aishell_part(part_dir: Path, transcripts: dict, nj: int) -> PartResult:
             return "no transcript line for this file"
         if isinstance(entry, str):
             return entry
-        return check_audio(path)
+        return check_audio(path, any_rate=resample)
 
     with ThreadPoolExecutor(max(1, nj)) as ex:
         problems = list(ex.map(check, wavs))
@@ -289,4 +334,5 @@ def _aishell_part(part_dir: Path, transcripts: dict, nj: int) -> PartResult:
                 language="Chinese", speaker=path.parent.name, text=text, custom={"words": words},
             )
         )
-    return _finish(result, recordings, segments)
+    why_empty = "" if wavs else f"no .wav file under {part_dir}"
+    return _finish(result, recordings, segments, why_empty)
