@@ -1,71 +1,65 @@
 # Stages 5-11 of every CTC recipe (LM, graph, SSL pretraining, SSL features, training, decoding,
 # report), sourced by egs/<corpus>/run.sh after its corpus-specific stages 0-4. Expects from the
 # recipe: stage, stop_stage, lang_dir, lm_dir, token_type (bpe|char), train/dev/test_parts,
-# cuts_of (the fbank cuts of parts), log, and the options declared there (lm_arpa, rescore_arpa,
-# ssl_model, ssl_steps, feature_type, ssl_checkpoint, ssl_layer, ssl_bf16, exp_dir, num_epochs,
-# max_duration, world_size, epoch, avg, decoding_method, lm_scales, search_beam,
-# max_active_states).
+# cuts_of (the fbank cuts of parts), the options it declares, and what local/common.sh and
+# local/ctc_options.sh define (need, stage_begin/stage_end, feature_tag, exp_dir, ssl_train_args).
+# Every stage that builds something keeps a stage record beside its outputs (local/common.sh).
 
-# --feature-type, with --ssl-checkpoint (default: what stage 7 pretrained):
-#   fbank         stage 2's fbank
-#   ssl           layer --ssl-layer, extracted once in stage 8 into data/ssl/<tag>/
-#   ssl-weighted  frozen encoder on the fly, a learned weighted sum of all its layers
-#   ssl-finetune  encoder on the fly and trained (layer --ssl-layer; 0 = weighted sum)
-ssl_train_args=
-case "$feature_type" in
-  fbank) feature_tag=fbank ;;
-  ssl|ssl-weighted|ssl-finetune)
-    ssl_checkpoint=${ssl_checkpoint:-exp/ssl_${ssl_model:-wav2vec2}}
-    ckpt_name=$(basename "$ssl_checkpoint"); ckpt_name=${ckpt_name%.pt}
-    bf16_tag=$([ "$ssl_bf16" = true ] && echo _bf16 || true)
-    case "$feature_type" in
-      ssl) feature_tag=${ckpt_name}_L${ssl_layer}${bf16_tag} ;;
-      ssl-weighted)
-        feature_tag=${ckpt_name}_weighted${bf16_tag}
-        ssl_train_args="--ssl-checkpoint $ssl_checkpoint --ssl-layer 0 --ssl-bf16 $ssl_bf16" ;;
-      ssl-finetune)
-        feature_tag=${ckpt_name}_finetune_$([ "$ssl_layer" = 0 ] && echo weighted || echo L$ssl_layer)${bf16_tag}
-        ssl_train_args="--ssl-checkpoint $ssl_checkpoint --ssl-layer $ssl_layer --ssl-finetune true --ssl-bf16 $ssl_bf16" ;;
-    esac
-    ;;
-  *) log "ERROR: --feature-type must be fbank, ssl, ssl-weighted or ssl-finetune, got '$feature_type'"; exit 1 ;;
-esac
-exp_dir=${exp_dir:-exp/ctc_${feature_tag}}
 # The cuts that stages 9-10 read: fbank's (their audio, for the on-the-fly types), or SSL copies.
 feat_cuts_of() {
   for c in $(cuts_of "$@"); do
     if [ "$feature_type" = ssl ]; then echo "data/ssl/$feature_tag/$(basename "$c")"; else echo "$c"; fi
   done
 }
+need_feat_cuts() {  # the cuts of parts, named with the stage that makes them
+  if [ "$feature_type" = ssl ]; then need 8 ssl-feats $(feat_cuts_of "$@"); else need 2 fbank $(cuts_of "$@"); fi
+}
+need_ssl_checkpoint() {  # what stage 7 pretrained, or what --ssl-checkpoint names
+  if [ "$ssl_checkpoint" = "exp/ssl_${ssl_model:-wav2vec2}" ]; then need 7 pretrain "$ssl_checkpoint"
+  else need --ssl-checkpoint "" "$ssl_checkpoint"; fi
+}
+launcher="python"
+[ "$world_size" -gt 1 ] && launcher="torchrun --standalone --nproc_per_node $world_size"
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: n-gram LMs and G in $lm_dir"
-  mkdir -p "$lm_dir"
-  for order in 3 4; do
-    given=$([ $order = 3 ] && echo "$lm_arpa" || echo "$rescore_arpa")
-    if [ -f "$lm_dir/G_${order}_gram.fst.txt" ]; then
-      log "  G_${order}_gram.fst.txt exists, skipping"
-    elif [ -n "$given" ]; then
-      python -m w2v.bin.train_lm --lm-arpa "$given" --order $order --out "$lm_dir/${order}gram.arpa" \
-        --words "$lang_dir/words.txt"
-    else
-      python -m w2v.bin.train_lm --text "$lang_dir/transcript_words.txt" --order $order \
-        --out "$lm_dir/${order}gram.arpa" --words "$lang_dir/words.txt"
-    fi
-  done
+  need 3 transcripts "$lang_dir/transcript_words.txt"
+  need 4 lang "$lang_dir/words.txt"
+  [ -z "$lm_arpa" ] || need --lm-arpa "" "$lm_arpa"
+  [ -z "$rescore_arpa" ] || need --rescore-arpa "" "$rescore_arpa"
+  if stage_begin "n-gram LMs" "$lm_dir/.lm.json" --options lm_arpa="$lm_arpa" rescore_arpa="$rescore_arpa" \
+       --outputs "$lm_dir"/{3gram.arpa,4gram.arpa,G_3_gram.fst.txt,G_4_gram.fst.txt}; then
+    for order in 3 4; do
+      given=$([ $order = 3 ] && echo "$lm_arpa" || echo "$rescore_arpa")
+      python -m w2v.bin.train_lm $([ -n "$given" ] && echo --lm-arpa "$given" || echo --text "$lang_dir/transcript_words.txt") \
+        --order $order --out "$lm_dir/${order}gram.arpa" --words "$lang_dir/words.txt"
+    done
+    stage_end
+  fi
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "Stage 6: HLG"
-  python -m w2v.bin.compile_graph --lang-dir "$lang_dir" --lm-dir "$lm_dir"
+  need 4 lang "$lang_dir"/{tokens.txt,words.txt,L_disambig.pt}
+  need 5 lm "$lm_dir/G_3_gram.fst.txt" "$lm_dir/4gram.arpa"
+  if stage_begin "HLG" "$lang_dir/.hlg.json" --outputs "$lang_dir/HLG.pt" "$lm_dir/G_4_gram.pt"; then
+    python -m w2v.bin.compile_graph --lang-dir "$lang_dir" --lm-dir "$lm_dir"
+    stage_end
+  fi
 fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   if [ -n "$ssl_model" ]; then
     log "Stage 7: self-supervised pretraining of $ssl_model ($ssl_steps updates)"
-    python -m w2v.bin.pretrain --ssl-model "$ssl_model" --size tiny \
-      --cuts $(cuts_of $train_parts) --exp-dir "exp/ssl_${ssl_model}" --num-steps "$ssl_steps" \
-      --max-duration 24 --crop-seconds 3
+    need 2 fbank $(cuts_of $train_parts)
+    if stage_begin "pretrain $ssl_model" "exp/.ssl_${ssl_model}.json" --options size=tiny max_duration=24 \
+         crop_seconds=3 --progress ssl_steps="$ssl_steps" --outputs "exp/ssl_${ssl_model}" --replace archive \
+         --resumable; then
+      $launcher -m w2v.bin.pretrain --ssl-model "$ssl_model" --size tiny \
+        --cuts $(cuts_of $train_parts) --exp-dir "exp/ssl_${ssl_model}" --num-steps "$ssl_steps" \
+        --max-duration 24 --crop-seconds 3
+      stage_end
+    fi
   else
     log "Stage 7: no --ssl-model given, skipping pretraining"
   fi
@@ -74,9 +68,15 @@ fi
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   if [ "$feature_type" = ssl ]; then
     log "Stage 8: layer $ssl_layer of $ssl_checkpoint as features (bf16: $ssl_bf16) into data/ssl/$feature_tag"
-    python -m w2v.bin.compute_ssl_features --checkpoint "$ssl_checkpoint" --layer "$ssl_layer" \
-      --bf16 "$ssl_bf16" --cuts $(cuts_of $train_parts $dev_parts $test_parts) \
-      --out-dir "data/ssl/$feature_tag"
+    need 2 fbank $(cuts_of $train_parts $dev_parts $test_parts)
+    need_ssl_checkpoint
+    if stage_begin "SSL features $feature_tag" "data/ssl/.$feature_tag.json" --options layer="$ssl_layer" \
+         bf16="$ssl_bf16" --outputs "data/ssl/$feature_tag"; then
+      python -m w2v.bin.compute_ssl_features --checkpoint "$ssl_checkpoint" --layer "$ssl_layer" \
+        --bf16 "$ssl_bf16" --cuts $(cuts_of $train_parts $dev_parts $test_parts) \
+        --out-dir "data/ssl/$feature_tag"
+      stage_end
+    fi
   else
     log "Stage 8: --feature-type $feature_type, no SSL features to extract"
   fi
@@ -84,33 +84,58 @@ fi
 
 if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   log "Stage 9: train CTC on $feature_tag in $exp_dir ($num_epochs epochs, $world_size process(es))"
-  launcher="python"
-  [ "$world_size" -gt 1 ] && launcher="torchrun --standalone --nproc_per_node $world_size"
-  start_epoch=1
-  while [ -f "$exp_dir/epoch-${start_epoch}.pt" ]; do start_epoch=$((start_epoch + 1)); done
-  if [ $start_epoch -gt "$num_epochs" ]; then
-    log "  $exp_dir already holds epoch-${num_epochs}.pt, skipping"
-  else
-    [ $start_epoch -gt 1 ] && log "  resuming from epoch-$((start_epoch - 1)).pt"
+  need_feat_cuts $train_parts $dev_parts
+  need 4 lang "$lang_dir/tokens.txt"
+  [ "$token_type" != bpe ] || need 3 bpe "$lang_dir/bpe.model"
+  [ "$feature_type" = fbank ] || [ "$feature_type" = ssl ] || need_ssl_checkpoint
+  # A change of data, tokens or features trains anew (the old exp dir is moved aside); otherwise
+  # training continues from the newest checkpoint that loads (nothing to do: it says so).
+  if stage_begin "train $feature_tag" "$(dirname "$exp_dir")/.$(basename "$exp_dir").train.json" \
+       --options feature_type="$feature_tag" token_type="$token_type" max_duration="$max_duration" \
+       --progress num_epochs="$num_epochs" keep_last_k="$keep_last_k" \
+       --outputs "$exp_dir" --replace archive --resumable; then
     $launcher -m w2v.bin.train --exp-dir "$exp_dir" --lang-dir "$lang_dir" \
       --train-cuts $(feat_cuts_of $train_parts) --dev-cuts $(feat_cuts_of $dev_parts) \
-      --num-epochs "$num_epochs" --start-epoch $start_epoch --max-duration "$max_duration" \
+      --num-epochs "$num_epochs" --keep-last-k "$keep_last_k" --max-duration "$max_duration" \
       --feature-type "$feature_tag" --token-type "$token_type" $ssl_train_args
+    stage_end
   fi
 fi
 
 if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
-  log "Stage 10: decode $test_parts with: $decoding_method"
-  python -m w2v.bin.decode --exp-dir "$exp_dir" --epoch "$epoch" --avg "$avg" \
-    --lang-dir "$lang_dir" --lm-dir "$lm_dir" --feature-type "$feature_tag" \
-    $(for p in $(feat_cuts_of $test_parts); do echo --cuts $p; done) \
-    $(for m in $decoding_method; do echo --decoding-method $m; done) \
-    --max-duration 400 --lm-scales "$lm_scales" \
-    --search-beam "$search_beam" --max-active-states "$max_active_states"
+  log "Stage 10: decode $test_parts with epoch $epoch avg $avg: $decoding_method"
+  # The averaged model is exported once (model only, loads without the exp dir); it stays
+  # usable after --keep-last-k has removed the epochs it came from.
+  model="$exp_dir/pretrained-epoch-${epoch}-avg-${avg}.pt"
+  epochs=$(for e in $(seq $((epoch - avg + 1)) "$epoch"); do echo "$exp_dir/epoch-$e.pt"; done)
+  if [ ! -f "$model" ] || ls $epochs >/dev/null 2>&1; then
+    need 9 train $epochs
+    if stage_begin "average epoch $epoch avg $avg" "$exp_dir/.pretrained-epoch-${epoch}-avg-${avg}.json" \
+         --outputs "$model"; then
+      python -m w2v.bin.export_model --exp-dir "$exp_dir" --epoch "$epoch" --avg "$avg" --out "$model"
+      stage_end
+    fi
+  fi
+  need 9 train "$model"
+  need_feat_cuts $test_parts
+  case " $decoding_method " in *" 1best "*|*" nbest"*|*" whole-lattice"*) need 6 graph "$lang_dir/HLG.pt" ;; esac
+  case " $decoding_method " in *-rescoring*) need 6 graph "$lm_dir/G_4_gram.pt" ;; esac
+  if stage_begin "decode epoch $epoch avg $avg" "$exp_dir/.decode-epoch-${epoch}-avg-${avg}.json" \
+       --options decoding_method="$decoding_method" lm_scales="$lm_scales" search_beam="$search_beam" \
+       max_active_states="$max_active_states"; then
+    python -m w2v.bin.decode --checkpoint "$model" --exp-dir "$exp_dir" --epoch "$epoch" --avg "$avg" \
+      --lang-dir "$lang_dir" --lm-dir "$lm_dir" --feature-type "$feature_tag" \
+      $(for p in $(feat_cuts_of $test_parts); do echo --cuts $p; done) \
+      $(for m in $decoding_method; do echo --decoding-method $m; done) \
+      --max-duration 400 --lm-scales "$lm_scales" \
+      --search-beam "$search_beam" --max-active-states "$max_active_states"
+    stage_end
+  fi
 fi
 
 if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
   log "Stage 11: report ($exp_dir/RESULTS.md)"
+  [ -f "$exp_dir/RESULTS.md" ] || die "no $exp_dir/RESULTS.md: stage 10 (decode) writes it; run ./run.sh --stage 10 first"
   cat "$exp_dir/RESULTS.md"
   # Every CTC run of this recipe side by side, fbank first: what the feature swap changed.
   runs=

@@ -11,8 +11,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 
 def setup_logging(level: int = logging.INFO) -> None:
     """icefall-style log lines: time, level, file:line, message."""
@@ -54,11 +52,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    import torch  # here, not at the top: the stage-record CLI imports this module on every stage
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
 def seed_everything(seed: int) -> None:
+    import torch
+
     random.seed(seed)
     torch.manual_seed(seed)
     try:

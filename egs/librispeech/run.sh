@@ -10,6 +10,7 @@
 # Stages:
 #   0 corpus     synthesise (or --download true: fetch with lhotse) the corpus
 #   1 manifests  lhotse manifests, validated; bad files listed in data/manifests/rejected_*
+#                (--resample true: other sample rates resampled to 16 kHz instead of rejected)
 #   2 fbank      80-dim fbank into lhotse storage (--speed-perturb true: 0.9/1.1 on train)
 #   3 tokens     sentencepiece BPE on the training transcripts (--vocab-size)
 #   4 lang       words.txt, tokens.txt, lexicon, L, L_disambig
@@ -19,18 +20,21 @@
 #   8 ssl-feats  --feature-type ssl: layer --ssl-layer of --ssl-checkpoint into data/ssl/<tag>/
 #   9 train      CTC model on --feature-type (ssl-weighted / ssl-finetune: the encoder runs on the
 #                audio inside the model); --world-size N runs N processes via torchrun
-#  10 decode     every --decoding-method on every test part (--epoch/--avg checkpoint averaging)
+#  10 decode     every --decoding-method on every test part with the average of epochs
+#                --epoch-avg+1..--epoch (exported as exp_dir/pretrained-epoch-E-avg-A.pt)
 #  11 report     prints $exp_dir/RESULTS.md; exp/COMPARISON.md (+ plots) sets every run against fbank
 #   (stages 5-11 live in local/ctc_stages.sh, shared by all recipes)
+#   A stage runs only when what it would be built from (inputs, options) differs from the record
+#   beside its outputs (README "Stage records"); a second run building the same thing stops.
 #
 # Options (defaults in brackets; run with --help to see this text):
 #   --stage [0] --stop-stage [11] --corpus-dir [] --download [false] --synth-size [mini]
 #   --synth-seed [0] --train-parts [train-clean-100] --dev-parts [dev-clean] --test-parts [test-clean]
-#   --nj [2] --speed-perturb [false] --vocab-size [50] --lm-arpa [] --rescore-arpa []
+#   --nj [2] --resample [false] --speed-perturb [false] --vocab-size [50] --lm-arpa [] --rescore-arpa []
 #   --ssl-model [] --ssl-steps [600] --feature-type [fbank] (or ssl, ssl-weighted, ssl-finetune)
 #   --ssl-checkpoint [exp/ssl_<ssl-model>] --ssl-layer [2] --ssl-bf16 [false]
 #   --exp-dir [exp/ctc_<tag>], tag: fbank, <ckpt>_L<layer>, <ckpt>_weighted, <ckpt>_finetune_L<layer>
-#   --num-epochs [25] --max-duration [30] --world-size [1] --epoch [=num-epochs] --avg [3]
+#   --num-epochs [25] --keep-last-k [5] --max-duration [30] --world-size [1] --epoch [=num-epochs] --avg [3]
 #   --decoding-method [ctc-greedy-search ctc-decoding 1best nbest nbest-rescoring whole-lattice-rescoring]
 #   --lm-scales [0.1,0.2,...,1.0] --search-beam [20] --max-active-states [10000]
 
@@ -44,6 +48,7 @@ train_parts="train-clean-100"
 dev_parts="dev-clean"
 test_parts="test-clean"
 nj=2
+resample=false
 speed_perturb=false
 vocab_size=50
 lm_arpa=
@@ -56,6 +61,7 @@ ssl_layer=2
 ssl_bf16=false
 exp_dir=
 num_epochs=25
+keep_last_k=5
 max_duration=30
 world_size=1
 epoch=
@@ -69,15 +75,17 @@ cd "$(dirname "$0")"
 . local/path.sh
 . local/parse_options.sh
 set -euo pipefail
+. local/common.sh
+check_positive_int vocab_size
+. local/ctc_options.sh
 
-epoch=${epoch:-$num_epochs}
 lang_dir=data/lang_bpe_${vocab_size}
 lm_dir=data/lm
 token_type=bpe
 all_parts="$train_parts $dev_parts $test_parts"
 
-log() { echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "${BASH_SOURCE[1]}"):${BASH_LINENO[0]}) $*"; }
 cuts_of() { for p in "$@"; do echo "data/fbank/librispeech_cuts_${p}.jsonl.gz"; done; }
+manifests_of() { for p in "$@"; do echo data/manifests/librispeech_{recordings,supervisions}_${p}.jsonl.gz; done; }
 
 if [ -z "$corpus_dir" ]; then
   corpus_dir=download/LibriSpeech
@@ -85,6 +93,9 @@ if [ -z "$corpus_dir" ]; then
 else
   synthetic=false
 fi
+# Part names always; the layout too when the corpus is already there (stage 0 may add parts).
+python -m w2v.bin.check_corpus --corpus librispeech --parts $all_parts \
+  $([ -d "$corpus_dir" ] && echo --corpus-dir "$corpus_dir" --missing-parts-ok true) || exit 1
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   if [ "$download" = true ]; then
@@ -96,36 +107,58 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
       --size "$synth_size" --seed "$synth_seed"
   else
     log "Stage 0: using the corpus in $corpus_dir"
-    [ -d "$corpus_dir" ] || { log "ERROR: --corpus-dir $corpus_dir does not exist"; exit 1; }
   fi
 fi
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: lhotse manifests for $all_parts"
-  python -m w2v.bin.prepare_corpus --corpus librispeech --corpus-dir "$corpus_dir" \
-    --output-dir data/manifests --parts $all_parts --nj "$nj"
+  python -m w2v.bin.check_corpus --corpus librispeech --parts $all_parts --corpus-dir "$corpus_dir" || exit 1
+  for part in $all_parts; do
+    need 0 corpus "$corpus_dir/$part"
+    if stage_begin "manifests $part" "data/manifests/.librispeech_$part.json" --options resample="$resample" \
+         --outputs $(manifests_of $part) "data/manifests/rejected_librispeech_$part.txt"; then
+      python -m w2v.bin.prepare_corpus --corpus librispeech --corpus-dir "$corpus_dir" \
+        --output-dir data/manifests --parts "$part" --nj "$nj" --resample "$resample"
+      stage_end
+    fi
+  done
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   log "Stage 2: fbank"
-  python -m w2v.bin.compute_fbank --manifest-dir data/manifests --prefix librispeech \
-    --parts $all_parts --out-dir data/fbank --speed-perturb "$speed_perturb" --nj "$nj"
+  for part in $all_parts; do
+    sp=$([ "$speed_perturb" = true ] && [[ $part == train* ]] && echo true || echo false)
+    need 1 manifests $(manifests_of $part)
+    if stage_begin "fbank $part" "data/fbank/.librispeech_cuts_$part.json" --options speed_perturb=$sp \
+         --outputs $(cuts_of $part) "data/fbank/librispeech_feats_$part"; then
+      python -m w2v.bin.compute_fbank --manifest-dir data/manifests --prefix librispeech \
+        --parts "$part" --out-dir data/fbank --speed-perturb "$sp" --nj "$nj"
+      stage_end
+    fi
+  done
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: BPE model ($vocab_size pieces) in $lang_dir"
-  mkdir -p "$lang_dir"
-  if [ ! -f "$lang_dir/transcript_words.txt" ]; then
+  need 1 manifests $(for p in $train_parts; do echo data/manifests/librispeech_supervisions_${p}.jsonl.gz; done)
+  if stage_begin "BPE" "$lang_dir/.bpe.json" --options vocab_size="$vocab_size" \
+       --outputs "$lang_dir"/{transcript_words.txt,bpe.model}; then
     python -m w2v.bin.export_text --out "$lang_dir/transcript_words.txt" \
       $(for p in $train_parts; do echo data/manifests/librispeech_supervisions_${p}.jsonl.gz; done)
+    python -m w2v.bin.train_bpe --transcripts "$lang_dir/transcript_words.txt" \
+      --vocab-size "$vocab_size" --lang-dir "$lang_dir"
+    stage_end
   fi
-  python -m w2v.bin.train_bpe --transcripts "$lang_dir/transcript_words.txt" \
-    --vocab-size "$vocab_size" --lang-dir "$lang_dir"
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "Stage 4: lang dir $lang_dir (lexicon, L, L_disambig)"
-  python -m w2v.bin.prepare_lang --lang-dir "$lang_dir" --token-type bpe
+  need 3 bpe "$lang_dir"/{transcript_words.txt,bpe.model}
+  if stage_begin "lang" "$lang_dir/.lang.json" \
+       --outputs "$lang_dir"/{words.txt,tokens.txt,lexicon.txt,lexicon_disambig.txt,L.pt,L_disambig.pt}; then
+    python -m w2v.bin.prepare_lang --lang-dir "$lang_dir" --token-type bpe
+    stage_end
+  fi
 fi
 
 # Stages 5-11 are the same for every corpus.

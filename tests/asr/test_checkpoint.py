@@ -72,3 +72,37 @@ def test_load_averaged_errors(tmp_path):
     torch.save({"model": {}, "config": {}, "kind": "wav2vec2"}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="kind"):
         load_checkpoint(tmp_path / "x.pt")
+
+
+def test_export_averaged_is_model_only_and_loads_alone(tmp_path):
+    from w2v.asr.checkpoint import export_averaged
+
+    for epoch in (1, 2, 3):
+        torch.manual_seed(epoch)
+        state = build_model(CFG).state_dict()
+        atomic_torch_save({"model": state, "config": asdict(CFG), "kind": KIND, "epoch": epoch,
+                           "optimizer": {"state": {i: torch.randn(64, 64) for i in range(4)}}},
+                          tmp_path / f"epoch-{epoch}.pt")
+    out = export_averaged(tmp_path, epoch=3, avg=2, out=tmp_path / "pretrained-epoch-3-avg-2.pt")
+    saved = torch.load(out, weights_only=True)
+    assert sorted(saved) == ["averaged_from", "avg", "config", "epoch", "kind", "model"]
+    assert saved["averaged_from"] == ["epoch-2.pt", "epoch-3.pt"] and (saved["epoch"], saved["avg"]) == (3, 2)
+    assert out.stat().st_size < (tmp_path / "epoch-3.pt").stat().st_size / 2
+    averaged, _ = load_averaged(tmp_path, epoch=3, avg=2)
+    for p in tmp_path.glob("epoch-*.pt"):  # --keep-last-k may remove them: the export stands alone
+        p.unlink()
+    model, cfg = load_checkpoint(out)
+    assert cfg == CFG
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, averaged.state_dict()[k]), k
+
+
+def test_a_corrupt_checkpoint_is_named(tmp_path):
+    torch.manual_seed(0)
+    _save(tmp_path / "epoch-1.pt", build_model(CFG).state_dict())
+    good = (tmp_path / "epoch-1.pt").read_bytes()
+    (tmp_path / "epoch-2.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match=f"{tmp_path / 'epoch-2.pt'}: truncated or corrupt checkpoint"):
+        load_averaged(tmp_path, epoch=2, avg=2)
+    with pytest.raises(ValueError, match=f"{tmp_path / 'epoch-2.pt'}: truncated or corrupt checkpoint"):
+        load_checkpoint(tmp_path / "epoch-2.pt")

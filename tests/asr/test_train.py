@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 
 import pytest
@@ -199,3 +200,83 @@ def test_small_corpus_still_gives_batches(toy_data):
         batches = list(sampler)
         assert batches, max_duration
         assert sum(c.duration for b in batches for c in b) > total / 3
+
+
+# --------------------------------------------------------------------------- checkpoints on disk
+
+
+def test_keep_last_k_and_nothing_left_to_train(toy_data, tmp_path):
+    exp = tmp_path / "exp"
+    train(_cfg(toy_data, exp, num_epochs=4, keep_last_k=2, max_batches_per_epoch=2), TINY)
+    assert sorted(p.name for p in exp.glob("epoch-*.pt")) == ["epoch-3.pt", "epoch-4.pt"]
+    before = (exp / "epoch-4.pt").read_bytes()
+    again = train(_cfg(toy_data, exp, num_epochs=4, keep_last_k=2, max_batches_per_epoch=2), TINY)
+    assert again.model is None and again.history["epoch"] == []
+    assert (exp / "epoch-4.pt").read_bytes() == before
+
+
+def test_resume_skips_a_truncated_checkpoint_and_stale_temporaries(toy_data, tmp_path, caplog):
+    exp = tmp_path / "exp"
+    train(_cfg(toy_data, exp, num_epochs=2, max_batches_per_epoch=2), TINY)
+    ep1 = torch.load(exp / "epoch-1.pt", weights_only=True)
+    newest = exp / "epoch-2.pt"
+    newest.write_bytes(newest.read_bytes()[:5000])  # a full disk cut the write short
+    stale = exp / ".epoch-3.pt.k2j4h1.tmp"  # a kill during a write leaves this
+    stale.write_bytes(b"partial")
+    with caplog.at_level("INFO"):
+        result = train(_cfg(toy_data, exp, num_epochs=3, max_batches_per_epoch=2), TINY)
+    assert result.history["epoch"] == [2, 3]  # resumed after epoch 1, the newest that loads
+    assert not stale.exists()
+    text = caplog.text
+    assert f"skipping {newest}: it does not load ({newest}: truncated or corrupt checkpoint" in text
+    assert f"resuming after {exp / 'epoch-1.pt'}" in text
+    assert f"removed {stale}" in text
+    redone = torch.load(newest, weights_only=True)
+    assert redone["epoch"] == 2 and redone["scheduler"]["last_epoch"] == 2 * ep1["scheduler"]["last_epoch"]
+
+
+def test_explicit_resume_from_a_corrupt_checkpoint_names_it(toy_data, tmp_path):
+    exp = tmp_path / "exp"
+    train(_cfg(toy_data, exp, num_epochs=1, max_batches_per_epoch=2), TINY)
+    (exp / "epoch-1.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(ValueError, match=r"epoch-1.pt: truncated or corrupt checkpoint"):
+        train(_cfg(toy_data, exp, num_epochs=2, start_epoch=2), TINY)
+
+
+# --------------------------------------------------------------------------- non-finite losses
+
+
+def _poison(monkeypatch, every: int):
+    """CTC loss of the first cut of every ``every``-th batch becomes inf."""
+    import w2v.asr.train as train_module
+
+    real, calls = train_module.ctc_loss, []
+
+    def ctc_loss(log_probs, lengths, targets, impl):
+        losses = real(log_probs, lengths, targets, impl)
+        calls.append(1)
+        if torch.is_grad_enabled() and len(calls) % every == 0:
+            losses = losses.clone()
+            losses[0] = float("inf")
+        return losses
+
+    monkeypatch.setattr(train_module, "ctc_loss", ctc_loss)
+
+
+def test_nonfinite_losses_are_named_and_left_out(toy_data, tmp_path, monkeypatch, caplog):
+    _poison(monkeypatch, every=2)
+    with caplog.at_level("WARNING"):
+        result = train(_cfg(toy_data, tmp_path / "exp", num_epochs=3, spec_augment=False), TINY)
+    warned = [r.getMessage() for r in caplog.records if "CTC loss is not finite" in r.getMessage()]
+    assert warned and all("left out: tr" in m for m in warned)  # the cut ids are named
+    assert "cut losses were not finite" in caplog.text
+    h = result.history
+    assert all(math.isfinite(x) for x in h["train_loss"]) and h["dev_loss"][-1] < h["dev_loss"][0]
+
+
+def test_too_many_nonfinite_batches_in_a_row_stop_the_run(toy_data, tmp_path, monkeypatch):
+    _poison(monkeypatch, every=1)
+    with pytest.raises(RuntimeError, match=r"3 batches in a row had a non-finite CTC loss or gradient "
+                                           r"\(epoch 1, batch 2; last cuts: tr\d+\)"):
+        train(_cfg(toy_data, tmp_path / "exp", num_epochs=2, max_nonfinite_batches=3), TINY)
+    assert not (tmp_path / "exp" / "epoch-1.pt").exists()

@@ -70,6 +70,7 @@ def test_main_with_fake_model(setup, monkeypatch, capsys):
     exp = root / "exp"
     checkpoint = types.ModuleType("w2v.asr.checkpoint")
     checkpoint.load_averaged = lambda exp_dir, epoch, avg: (model, types.SimpleNamespace(ssl=None))
+    checkpoint.load_checkpoint = lambda path: pytest.fail("no --checkpoint was given")
     data = types.ModuleType("w2v.asr.data")
     data.make_dataloader = lambda cuts, train, max_duration, audio: batches
     monkeypatch.setitem(sys.modules, "w2v.asr.checkpoint", checkpoint)
@@ -95,11 +96,11 @@ def test_main_with_fake_model(setup, monkeypatch, capsys):
     hlg = entries["1best"]
     assert hlg["ref_words"] == 14 and hlg["del"] + hlg["sub"] >= 1 and hlg["wer"] > 0
     assert entries["whole-lattice-rescoring/lm_scale_0.5"]["labels"] == {"epoch": 3, "avg": 2, "lm_scale": 0.5}
-    assert (exp / "1best" / "errs-test-clean-1best.txt").read_text().startswith(
+    assert (exp / "1best" / "errs-test-clean-1best-epoch-3-avg-2.txt").read_text().startswith(
         f"%WER {hlg['wer']:.2f}% [")
-    assert (exp / "whole-lattice-rescoring" / "wer-summary-test-clean.txt").exists()
-    assert (exp / "whole-lattice-rescoring" / "recogs-test-clean-lm_scale_1.0.txt").exists()
-    assert "| 1best | fbank |" in (exp / "RESULTS.md").read_text()
+    assert (exp / "whole-lattice-rescoring" / "wer-summary-test-clean-epoch-3-avg-2.txt").exists()
+    assert (exp / "whole-lattice-rescoring" / "recogs-test-clean-lm_scale_1.0-epoch-3-avg-2.txt").exists()
+    assert "| 1best | fbank | epoch-3-avg-2 |" in (exp / "RESULTS.md").read_text()
     assert (exp / "wer-test-clean.png").exists()
     assert printed.splitlines()[0] == "test-clean"
     assert printed.splitlines()[2].startswith("ctc-greedy-search")  # best first

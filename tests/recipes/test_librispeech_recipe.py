@@ -1,42 +1,26 @@
-"""The whole LibriSpeech recipe, stage 0 to 11, on the tiny synthetic corpus (CI runs it once),
-then the feature swap: stages 7-11 again on a pretrained encoder's layer instead of fbank."""
+"""The whole LibriSpeech recipe, stage 0 to 11, on the tiny synthetic corpus (CI runs it once);
+what its stage records do with a rerun, a truncated checkpoint, another checkpoint to decode and
+another corpus; then the feature swap: stages 7-11 again on a pretrained encoder's layer."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.recipes.helpers import recipe_copy as _recipe_copy, run_recipe as _run
+
 METHODS = ["ctc-greedy-search", "ctc-decoding", "1best", "whole-lattice-rescoring"]
-
-
-def _recipe_copy(tmp_path: Path, name: str) -> Path:
-    """egs/<name>/run.sh in a scratch dir, with ``local`` pointing at the checkout's local/."""
-    d = tmp_path / "egs" / name
-    d.mkdir(parents=True)
-    shutil.copy(REPO / "egs" / name / "run.sh", d / "run.sh")
-    (d / "local").symlink_to(REPO / "local")
-    return d
-
-
-def _run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="2")
-    return subprocess.run(["bash", str(recipe / "run.sh"), *args], cwd=recipe, env=env,
-                          capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.recipe
 def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
     recipe = _recipe_copy(tmp_path, "librispeech")
     args = ["--synth-size", "tiny", "--vocab-size", "100", "--num-epochs", "3", "--avg", "2",
-            "--max-duration", "30", "--decoding-method", " ".join(METHODS),
+            "--keep-last-k", "2", "--max-duration", "30", "--decoding-method", " ".join(METHODS),
             "--lm-scales", "0.5,1.0", "--search-beam", "10", "--max-active-states", "1000"]
     proc = _run(recipe, *args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -49,11 +33,14 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
                 "exp/ctc_fbank/epoch-3.pt", "exp/ctc_fbank/RESULTS.md"]:
         assert (recipe / rel).is_file(), rel
 
-    # training did train: three epochs of optimizer steps, the loss falling
-    epochs = [torch.load(recipe / f"exp/ctc_fbank/epoch-{e}.pt", weights_only=False) for e in (1, 3)]
-    assert epochs[0]["scheduler"]["last_epoch"] >= 3
-    assert epochs[1]["scheduler"]["last_epoch"] == 3 * epochs[0]["scheduler"]["last_epoch"]
+    # training did train: three epochs of optimizer steps, the loss falling; the last two are kept
+    epochs = [torch.load(recipe / f"exp/ctc_fbank/epoch-{e}.pt", weights_only=True) for e in (2, 3)]
+    assert epochs[0]["scheduler"]["last_epoch"] >= 6
+    assert 2 * epochs[1]["scheduler"]["last_epoch"] == 3 * epochs[0]["scheduler"]["last_epoch"]
     assert 0 < epochs[1]["train_loss"] < epochs[0]["train_loss"]
+    assert sorted(p.name for p in (recipe / "exp/ctc_fbank").glob("epoch-*.pt")) == ["epoch-2.pt", "epoch-3.pt"]
+    exported = torch.load(recipe / "exp/ctc_fbank/pretrained-epoch-3-avg-2.pt", weights_only=True)
+    assert exported["averaged_from"] == ["epoch-2.pt", "epoch-3.pt"] and "optimizer" not in exported
 
     # results.json: one entry per method (and LM scale), consistent with the test transcripts
     ref_words = sum(
@@ -74,7 +61,8 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
         # the errs file of this entry carries the same numbers in icefall's header format
         key = r["decoding_method"].split("/")[-1] if "/" in r["decoding_method"] else r["decoding_method"]
         method = r["decoding_method"].split("/")[0]
-        errs = (recipe / "exp/ctc_fbank" / method / f"errs-test-clean-{key}.txt").read_text()
+        assert r["checkpoint"] == "epoch-3-avg-2"
+        errs = (recipe / "exp/ctc_fbank" / method / f"errs-test-clean-{key}-epoch-3-avg-2.txt").read_text()
         m = re.match(r"%WER (\d+\.\d+)% \[(\d+) / (\d+), (\d+) ins, (\d+) del, (\d+) sub \]", errs)
         assert m, errs[:200]
         assert (int(m[2]), int(m[3]), int(m[4]), int(m[5]), int(m[6])) == (
@@ -85,10 +73,37 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
 
     # a rerun skips every finished stage and leaves results unchanged
     before = (recipe / "exp/ctc_fbank/epoch-3.pt").stat().st_mtime_ns
-    proc = _run(recipe, *args, "--stop-stage", "9")
+    proc = _run(recipe, *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "already holds epoch-3.pt, skipping" in proc.stdout
+    for name in ("manifests train-clean-100", "fbank test-clean", "BPE", "lang", "n-gram LMs", "HLG",
+                 "average epoch 3 avg 2", "decode epoch 3 avg 2"):
+        assert f"  {name}: up to date (built from the same inputs and options), skipping" in proc.stdout, name
+    assert "exp/ctc_fbank already holds epoch-3.pt: nothing to train for --num-epochs 3" in proc.stderr
     assert (recipe / "exp/ctc_fbank/epoch-3.pt").stat().st_mtime_ns == before
+    assert json.loads((recipe / "exp/ctc_fbank/results.json").read_text()) == results
+
+    # a truncated newest checkpoint: training redoes that epoch from the one before, and the
+    # averaged model and its decoding follow because their input changed
+    newest = recipe / "exp/ctc_fbank/epoch-3.pt"
+    newest.write_bytes(newest.read_bytes()[:100_000])
+    proc = _run(recipe, *args, "--stage", "9")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "skipping exp/ctc_fbank/epoch-3.pt: it does not load (exp/ctc_fbank/epoch-3.pt: truncated or corrupt" in proc.stderr
+    assert "resuming after exp/ctc_fbank/epoch-2.pt" in proc.stderr
+    assert torch.load(newest, weights_only=True)["epoch"] == 3
+    assert "  average epoch 3 avg 2: rebuild: input exp/ctc_fbank/epoch-3.pt changed" in proc.stdout
+    assert "  decode epoch 3 avg 2: rebuild: input exp/ctc_fbank/pretrained-epoch-3-avg-2.pt changed" in proc.stdout
+
+    # another checkpoint decodes beside the first: results and files keyed by epoch and avg
+    proc = _run(recipe, *args, "--stage", "10", "--epoch", "2", "--avg", "1", "--decoding-method", "ctc-greedy-search")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    greedy = {r["checkpoint"] for r in json.loads((recipe / "exp/ctc_fbank/results.json").read_text())
+              if r["decoding_method"] == "ctc-greedy-search"}
+    assert greedy == {"epoch-3-avg-2", "epoch-2-avg-1"}
+    assert (recipe / "exp/ctc_fbank/ctc-greedy-search/errs-test-clean-ctc-greedy-search-epoch-2-avg-1.txt").is_file()
+    results = [r for r in json.loads((recipe / "exp/ctc_fbank/results.json").read_text())
+               if r["checkpoint"] == "epoch-3-avg-2"]
+    assert {r["decoding_method"].split("/")[0] for r in results} == set(METHODS)
 
     # the feature swap: pretrain a tiny wav2vec2, then train and decode on its layer 2
     proc = _run(recipe, *args, "--stage", "7", "--ssl-model", "wav2vec2", "--ssl-steps", "20",
@@ -149,6 +164,27 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
     assert ("| ctc_fbank | ctc_ssl_wav2vec2_L2 | ctc_ssl_wav2vec2_finetune_L2 | ctc_ssl_wav2vec2_weighted |"
             in (recipe / "exp/COMPARISON.md").read_text())
 
+    # another corpus through --corpus-dir, in the same recipe dir: every stage it feeds says why it
+    # rebuilds, the old model is kept aside, and the WER is the new corpus's
+    from w2v.data.synth import make_corpus, make_spec
+
+    other = make_corpus(tmp_path / "other", make_spec("librispeech", "tiny", seed=1), progress=False)
+    proc = _run(recipe, *args, "--corpus-dir", str(other), "--num-epochs", "1", "--avg", "1",
+                "--decoding-method", "ctc-greedy-search", "--stop-stage", "10")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert (f"  manifests test-clean: rebuild: new input {other}/test-clean; "
+            f"input download/LibriSpeech/test-clean no longer used") in out
+    assert ("  fbank test-clean: rebuild: input data/manifests/librispeech_recordings_test-clean.jsonl.gz "
+            "changed") in out
+    assert "  BPE: rebuild: input data/manifests/librispeech_supervisions_train-clean-100.jsonl.gz changed" in out
+    assert "  HLG: rebuild: input data/lang_bpe_100/L_disambig.pt changed" in out
+    (kept,) = (recipe / "exp/replaced").iterdir()
+    assert f"kept the old outputs: exp/ctc_fbank -> exp/replaced/{kept.name}" in out
+    assert (kept / "epoch-3.pt").is_file() and (kept / "results.json").is_file()
+    (row,) = json.loads((recipe / "exp/ctc_fbank/results.json").read_text())
+    assert row["ref_words"] == _ref_words(other, "test-clean") != ref_words
+
 
 def test_run_sh_rejects_unknown_option(tmp_path):
     recipe = _recipe_copy(tmp_path, "librispeech")
@@ -164,3 +200,13 @@ def test_run_sh_missing_corpus_dir(tmp_path):
     proc = _run(recipe, "--corpus-dir", str(tmp_path / "nowhere"), "--stop-stage", "1")
     assert proc.returncode != 0
     assert f"--corpus-dir {tmp_path / 'nowhere'} does not exist" in proc.stdout + proc.stderr
+
+
+def _ref_words(corpus: Path, part: str) -> int:
+    return sum(len(line.split()) - 1 for t in (corpus / part).rglob("*.trans.txt")
+               for line in t.read_text().splitlines())
+
+
+def _ref_words(corpus: Path, part: str) -> int:
+    return sum(len(line.split()) - 1 for t in (corpus / part).rglob("*.trans.txt")
+               for line in t.read_text().splitlines())

@@ -43,20 +43,39 @@ def test_results_md(tmp_path):
     lines = md.splitlines()
     assert "## test-clean" in lines and "## aishell-test" in lines
     i = lines.index("## test-clean")
-    assert lines[i + 2] == "| decoding method | feature type | WER (%) | ins | del | sub | ref words |"
-    assert lines[i + 4] == "| whole-lattice-rescoring/lm_scale_0.5 | fbank | 2.56 | 1 | 2 | 3 | 100 |"
-    assert lines[i + 5] == "| ctc-decoding | fbank | 2.90 | 1 | 2 | 3 | 100 |"
+    assert lines[i + 2] == "| decoding method | feature type | checkpoint | WER (%) | ins | del | sub | ref words |"
+    assert lines[i + 4] == "| whole-lattice-rescoring/lm_scale_0.5 | fbank | - | 2.56 | 1 | 2 | 3 | 100 |"
+    assert lines[i + 5] == "| ctc-decoding | fbank | - | 2.90 | 1 | 2 | 3 | 100 |"
     j = lines.index("## aishell-test")
     assert "CER (%)" in lines[j + 2]
-    assert lines[j + 4] == "| 1best | fbank | 4.26 | 0 | 1 | 2 | 64 |"
+    assert lines[j + 4] == "| 1best | fbank | - | 4.26 | 0 | 1 | 2 | 64 |"
 
 
 def test_make_entry_labels():
     e = make_entry("dev", "nbest-rescoring/lm_scale_0.7", "fbank", ErrorStats(1, 2, 3, 50, "cer"),
-                   {"lm_scale": 0.7})
+                   {"lm_scale": 0.7, "epoch": 9, "avg": 2}, "epoch-9-avg-2")
     assert e == {"test_set": "dev", "decoding_method": "nbest-rescoring/lm_scale_0.7",
-                 "feature_type": "fbank", "cer": 12.0, "ins": 1, "del": 2, "sub": 3,
-                 "ref_words": 50, "labels": {"lm_scale": 0.7}}
+                 "feature_type": "fbank", "checkpoint": "epoch-9-avg-2", "cer": 12.0, "ins": 1,
+                 "del": 2, "sub": 3, "ref_words": 50, "labels": {"lm_scale": 0.7, "epoch": 9, "avg": 2}}
+
+
+def test_results_of_two_checkpoints_live_side_by_side(tmp_path):
+    """Decoding another epoch/avg adds its rows and files; it overwrites neither."""
+    from w2v.scoring.report import report_decoding
+
+    refs = [("u1", ["A", "B"], ["A", "B"]), ("u2", ["C"], ["D"])]
+    report_decoding(tmp_path, "dev", {"1best": {"1best": refs}}, "fbank", labels={"epoch": 3, "avg": 2})
+    report_decoding(tmp_path, "dev", {"1best": {"1best": refs[:1]}}, "fbank", labels={"epoch": 2, "avg": 1})
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert sorted((r["checkpoint"], r["wer"]) for r in rows) == [("epoch-2-avg-1", 0.0), ("epoch-3-avg-2", 33.33)]
+    assert sorted(p.name for p in (tmp_path / "1best").glob("errs-*")) == [
+        "errs-dev-1best-epoch-2-avg-1.txt", "errs-dev-1best-epoch-3-avg-2.txt"]
+    assert "| 1best | fbank | epoch-3-avg-2 | 33.33 |" in (tmp_path / "RESULTS.md").read_text()
+    # the comparison takes each run's latest checkpoint and says which
+    from w2v.scoring.results import comparison_markdown
+
+    text = comparison_markdown({"ctc_fbank": rows})
+    assert "| dev | 1best (WER) | 33.33 |" in text and "Checkpoints: ctc_fbank epoch-3-avg-2" in text
 
 
 def test_plot(tmp_path):
@@ -95,3 +114,15 @@ def test_comparison_best_lm_scale_and_change_from_baseline(tmp_path):
     assert out.read_text() == text
     assert (tmp_path / "COMPARISON-test-clean.png").stat().st_size > 1000
     assert (tmp_path / "COMPARISON-test-other.png").is_file()
+
+
+def test_decoding_a_checkpoint_again_replaces_all_its_rows(tmp_path):
+    from w2v.scoring.report import report_decoding
+
+    refs = [("u1", ["A"], ["A"])]
+    report_decoding(tmp_path, "dev", {"1best": {"1best": refs}, "nbest": {"nbest": refs}}, "fbank",
+                    labels={"epoch": 3, "avg": 1}, plot=False)
+    report_decoding(tmp_path, "test", {"1best": {"1best": refs}}, "fbank", labels={"epoch": 3, "avg": 1}, plot=False)
+    report_decoding(tmp_path, "dev", {"1best": {"1best": refs}}, "fbank", labels={"epoch": 3, "avg": 1}, plot=False)
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert sorted((r["test_set"], r["decoding_method"]) for r in rows) == [("dev", "1best"), ("test", "1best")]

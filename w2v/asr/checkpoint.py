@@ -7,6 +7,7 @@ from typing import Iterable, Sequence
 
 import torch
 
+from w2v import serialization
 from w2v.asr.frontend import load_model_state
 from w2v.asr.model import KIND, AsrConfig, CtcConformer, build_model
 
@@ -37,11 +38,11 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, torch.Tensor]:
     Floating tensors are summed in float64 and cast back; integer buffers (e.g. counters) are
     taken from the first checkpoint, as averaging them means nothing.
     """
-    return _mean_states((str(p), torch.load(p, map_location="cpu", weights_only=False)["model"]) for p in paths)
+    return _mean_states((str(p), serialization.load(p)["model"]) for p in paths)
 
 
 def _read(path: str | Path) -> tuple[dict, AsrConfig]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = serialization.load(path)
     if ckpt.get("kind") != KIND:
         raise ValueError(f"{path}: kind {ckpt.get('kind')!r} is not {KIND!r}")
     return ckpt, AsrConfig.from_dict(ckpt["config"])
@@ -83,3 +84,23 @@ def load_averaged(exp_dir: str | Path, epoch: int, avg: int = 1) -> tuple[CtcCon
     model = build_model(configs[-1])
     load_model_state(model, state, str(paths[-1]) if avg == 1 else f"average of {[str(p) for p in paths]}")
     return model.eval(), configs[-1]
+
+
+def export_averaged(exp_dir: str | Path, epoch: int, avg: int, out: str | Path) -> Path:
+    """Write the average of epochs ``epoch-avg+1..epoch`` as a model-only checkpoint.
+
+    ``{"model", "config", "kind", "epoch", "avg", "averaged_from"}``: no optimizer state (a third
+    of an epoch file for Adam), loaded by :func:`load_checkpoint` and by ``w2v.bin.decode
+    --checkpoint`` without the epoch files, which ``--keep-last-k`` may later remove.
+    """
+    from dataclasses import asdict
+
+    from w2v.asr.frontend import checkpoint_state
+    from w2v.utils import atomic_torch_save
+
+    model, config = load_averaged(exp_dir, epoch, avg)
+    atomic_torch_save({
+        "model": checkpoint_state(model), "config": asdict(config), "kind": KIND, "epoch": epoch,
+        "avg": avg, "averaged_from": [f"epoch-{e}.pt" for e in range(epoch - avg + 1, epoch + 1)],
+    }, out)
+    return Path(out)

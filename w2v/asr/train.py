@@ -10,6 +10,13 @@ from ``epoch-k.pt`` (model, optimizer and scheduler states restored). Checkpoint
 epoch ends only, so the sampler's stored state is not needed to resume (``set_epoch`` reproduces
 the order); it is kept in the checkpoint for inspection and future mid-epoch checkpoints.
 
+Resume by default (``start_epoch=0``): after the newest ``epoch-N.pt`` that loads; the ones that
+do not are named and skipped. Only the last ``keep_last_k`` epochs are kept.
+
+Non-finite losses: a cut whose CTC loss is inf or nan is left out of the update and named in the
+log; an update whose gradient norm is not finite is skipped. ``max_nonfinite_batches`` batches in
+a row with either stop the run with a message (the model has diverged, or the data is broken).
+
 CTC loss: k2 (``k2.ctc_loss`` over a ``DenseFsaVec``, the topology the decoders use); torch's
 agrees to 4e-8 relative and is not measurably faster within a step (numbers in ``ctc.py``);
 ``ctc_impl="torch"`` switches.
@@ -43,6 +50,8 @@ from w2v.asr.model import (
     subsampling_for,
 )
 from w2v.asr.tokens import Tokenizer
+from w2v.runtime.checkpoints import checkpoint_path, keep_last, newest_loadable, remove_stale_temporaries
+from w2v.serialization import load as load_file
 from w2v.utils import atomic_torch_save, atomic_write_text, seed_everything
 
 log = logging.getLogger(__name__)
@@ -59,7 +68,10 @@ class TrainConfig:
     token_type: str = "bpe"
     feature_type: str = "fbank"
     num_epochs: int = 30
-    start_epoch: int = 1
+    # 0: after the newest epoch-N.pt that loads (1 when there is none); N > 1: from epoch-(N-1).pt
+    start_epoch: int = 0
+    # Keep only the newest k epoch-N.pt (0 = all); decoding averages the last few.
+    keep_last_k: int = 0
     max_duration: float = 200.0
     num_buckets: int = 10
     spec_augment: bool = True
@@ -68,6 +80,8 @@ class TrainConfig:
     warmup_steps: int = 300
     weight_decay: float = 1e-6
     grad_clip: float = 5.0
+    # Stop after this many batches in a row with a non-finite CTC loss or gradient.
+    max_nonfinite_batches: int = 20
     ctc_impl: str = "k2"
     seed: int = 42
     num_workers: int = 0
@@ -91,10 +105,6 @@ def noam_factor(step: int, warmup: int) -> float:
     """Linear warmup to 1 at ``warmup`` steps, then ``sqrt(warmup / step)`` decay (step ≥ 1)."""
     step = max(step, 1)
     return min(step / warmup, math.sqrt(warmup / step))
-
-
-def checkpoint_path(exp_dir: str | Path, epoch: int) -> Path:
-    return Path(exp_dir) / f"epoch-{epoch}.pt"
 
 
 def load_cuts(paths: Sequence[str]) -> CutSet:
@@ -149,10 +159,15 @@ def _distributed() -> tuple[int, int]:
     return 1, 0
 
 
-def _batch_loss(
-    model: nn.Module, batch: dict, tokenizer: Tokenizer, impl: str
-) -> tuple[torch.Tensor, float, int]:
-    """(loss to back-propagate = summed finite CTC / frames, summed loss, frames)."""
+@dataclass
+class BatchLoss:
+    loss: torch.Tensor  # to back-propagate: summed finite CTC / frames
+    total: float  # summed finite CTC
+    frames: int  # output frames of the cuts with a finite loss
+    nonfinite: list[str]  # ids of the cuts whose loss is inf or nan
+
+
+def _batch_loss(model: nn.Module, batch: dict, tokenizer: Tokenizer, impl: str) -> BatchLoss:
     log_probs, out_lens = model(batch["features"], batch["feature_lens"])
     targets = tokenizer.encode(batch["texts"])
     losses = ctc_loss(log_probs, out_lens, targets, impl)
@@ -161,7 +176,35 @@ def _batch_loss(
     total = losses[finite].sum()
     # Keep every parameter in the graph even when nothing is finite (DDP expects all gradients).
     loss = total / max(frames, 1) + 0.0 * log_probs.sum()
-    return loss, float(total.detach()), frames
+    bad = [cid for cid, ok in zip(batch["cut_ids"], finite.tolist()) if not ok]
+    return BatchLoss(loss, float(total.detach()), frames, bad)
+
+
+class NonFiniteGuard:
+    """Counts batches with a non-finite loss or gradient; too many in a row raise."""
+
+    def __init__(self, limit: int):
+        self.limit, self.in_a_row, self.cuts, self.updates_skipped = limit, 0, 0, 0
+
+    def check(self, epoch: int, i: int, bad_cuts: list[str], grad_norm: float) -> bool:
+        """Log what was non-finite in batch ``i``; returns whether to apply the update."""
+        step_ok = math.isfinite(grad_norm)
+        if bad_cuts:
+            self.cuts += len(bad_cuts)
+            log.warning("epoch %d batch %d: CTC loss is not finite for %d cut(s), left out: %s",
+                        epoch, i, len(bad_cuts), " ".join(bad_cuts[:10]) + (" ..." if len(bad_cuts) > 10 else ""))
+        if not step_ok:
+            self.updates_skipped += 1
+            log.warning("epoch %d batch %d: gradient norm is %s; update skipped", epoch, i, grad_norm)
+        self.in_a_row = self.in_a_row + 1 if (bad_cuts or not step_ok) else 0
+        if self.limit and self.in_a_row >= self.limit:
+            raise RuntimeError(
+                f"{self.in_a_row} batches in a row had a non-finite CTC loss or gradient (epoch {epoch}, "
+                f"batch {i}; last cuts: {' '.join(bad_cuts[:10]) or 'all finite, gradient ' + str(grad_norm)}). "
+                f"The model has diverged (try a lower --lr or more --warmup-steps) or these cuts cannot "
+                f"be aligned to their transcripts; the last good checkpoint is kept"
+            )
+        return step_ok
 
 
 def _all_reduce(values: list[float]) -> list[float]:
@@ -178,9 +221,9 @@ def compute_dev_loss(model: nn.Module, loader, tokenizer: Tokenizer, impl: str) 
     model.eval()
     total, frames = 0.0, 0
     for batch in loader:
-        _, t, f = _batch_loss(model, batch, tokenizer, impl)
-        total += t
-        frames += f
+        b = _batch_loss(model, batch, tokenizer, impl)
+        total += b.total
+        frames += b.frames
     model.train()
     total, frames = _all_reduce([total, float(frames)])
     return total / max(frames, 1.0)
@@ -196,11 +239,39 @@ def write_config_yaml(path: Path, model_cfg: AsrConfig, train_cfg: TrainConfig) 
     )
 
 
+def find_resume(exp_dir: Path, start_epoch: int) -> tuple[int, dict | None, Path | None]:
+    """(first epoch to train, the checkpoint to resume from, its path).
+
+    ``start_epoch`` 0 resumes after the newest ``epoch-N.pt`` that loads, 1 starts anew, N > 1
+    resumes from ``epoch-(N-1).pt`` (which must load).
+    """
+    def read(path: Path) -> dict:
+        ckpt = load_file(path)
+        if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND:
+            raise ValueError(f"{path}: kind {ckpt.get('kind') if isinstance(ckpt, dict) else None!r} is not {KIND!r}")
+        return ckpt
+
+    if start_epoch == 0:
+        found = newest_loadable(exp_dir, read)
+        if found is None:
+            return 1, None, None
+        n, path, ckpt = found
+        log.info("resuming after %s", path)
+        return n + 1, ckpt, path
+    if start_epoch == 1:
+        return 1, None, None
+    path = checkpoint_path(exp_dir, start_epoch - 1)
+    if not path.is_file():
+        raise FileNotFoundError(f"--start-epoch {start_epoch} needs {path}")
+    return start_epoch, read(path), path
+
+
 @dataclass
 class TrainResult:
-    """The trained model (unwrapped from DDP, train mode) and per-epoch history of this run."""
+    """The trained model (unwrapped from DDP, train mode; None when there was nothing to train)
+    and per-epoch history of this run."""
 
-    model: nn.Module
+    model: Optional[nn.Module]
     config: AsrConfig
     history: dict
 
@@ -218,14 +289,17 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
     exp_dir = Path(train_cfg.exp_dir)
     tokenizer = Tokenizer(train_cfg.lang_dir, train_cfg.token_type)
 
-    resume = None
-    if train_cfg.start_epoch > 1:
-        path = checkpoint_path(exp_dir, train_cfg.start_epoch - 1)
-        if not path.is_file():
-            raise FileNotFoundError(f"--start-epoch {train_cfg.start_epoch} needs {path}")
-        resume = torch.load(path, map_location="cpu", weights_only=False)
-        if resume.get("kind") != KIND:
-            raise ValueError(f"{path}: kind {resume.get('kind')!r} is not {KIND!r}")
+    if rank == 0:
+        remove_stale_temporaries(exp_dir)
+    start_epoch, resume, resume_path = find_resume(exp_dir, train_cfg.start_epoch)
+    if start_epoch > train_cfg.num_epochs:
+        log.info("%s already holds epoch-%d.pt: nothing to train for --num-epochs %d",
+                 exp_dir, start_epoch - 1, train_cfg.num_epochs)
+        if rank == 0:
+            keep_last(exp_dir, train_cfg.keep_last_k)
+        return TrainResult(model=None, config=AsrConfig.from_dict(resume["config"]),
+                           history={"epoch": [], "train_loss": [], "dev_loss": [], "seconds": []})
+    if resume is not None:
         model_cfg = AsrConfig.from_dict(resume["config"])
     train_cuts = load_cuts(train_cfg.train_cuts)
     source = " ".join(train_cfg.train_cuts)
@@ -249,7 +323,7 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
     elif (feature_dim, subsampling_for(frame_shift)) != (model_cfg.feature_dim, model_cfg.subsampling):
         raise ValueError(
             f"{source}: {feature_dim}-dim features at {frame_shift * 1000:g} ms, but the model in "
-            f"{checkpoint_path(exp_dir, train_cfg.start_epoch - 1)} takes {model_cfg.feature_dim}-dim "
+            f"{resume_path} takes {model_cfg.feature_dim}-dim "
             f"features subsampled ×{model_cfg.subsampling}"
         )
     if model_cfg.num_tokens != tokenizer.num_tokens:
@@ -277,7 +351,7 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
     if not train_cfg.spec_augment:
         model.spec_augment = None
     if resume is not None:
-        load_model_state(model, resume["model"], str(checkpoint_path(exp_dir, train_cfg.start_epoch - 1)))
+        load_model_state(model, resume["model"], str(resume_path))
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
     ddp_model: nn.Module = model
@@ -318,8 +392,9 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
         batch_log = open(exp_dir / f"batches.rank{rank}.txt", "a", encoding="utf-8")
 
     history: dict[str, list] = {"epoch": [], "train_loss": [], "dev_loss": [], "seconds": []}
+    guard = NonFiniteGuard(train_cfg.max_nonfinite_batches)
     try:
-        for epoch in range(train_cfg.start_epoch, train_cfg.num_epochs + 1):
+        for epoch in range(start_epoch, train_cfg.num_epochs + 1):
             seed_everything(train_cfg.seed + epoch)
             train_dl.sampler.set_epoch(epoch)
             ddp_model.train()
@@ -335,17 +410,18 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
                     break
                 if batch_log is not None:
                     batch_log.write(f"{epoch} {i} {' '.join(batch['cut_ids'])}\n")
-                loss, t, f = _batch_loss(ddp_model, batch, tokenizer, train_cfg.ctc_impl)
+                b = _batch_loss(ddp_model, batch, tokenizer, train_cfg.ctc_impl)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                b.loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-                optimizer.step()
+                if guard.check(epoch, i, b.nonfinite, float(grad_norm)):
+                    optimizer.step()
                 scheduler.step()
-                total += t
-                frames += f
+                total += b.total
+                frames += b.frames
                 step = scheduler.last_epoch
                 if writer is not None and step % 10 == 0:
-                    writer.add_scalar("train/loss", t / max(f, 1), step)
+                    writer.add_scalar("train/loss", b.total / max(b.frames, 1), step)
                     writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
                     writer.add_scalar("train/grad_norm", float(grad_norm), step)
             total, frames = _all_reduce([total, float(frames)])
@@ -364,6 +440,9 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
                     "epoch %d: train loss %.4f, dev loss %.4f (per frame), lr %.2e, %.1f s",
                     epoch, train_loss, dev_loss, scheduler.get_last_lr()[0], seconds,
                 )
+                if guard.cuts or guard.updates_skipped:
+                    log.warning("  so far %d cut losses were not finite and %d updates were skipped",
+                                guard.cuts, guard.updates_skipped)
                 weights = None
                 if model.frontend is not None and model.frontend.layer_weights is not None:
                     weights = torch.softmax(model.frontend.layer_weights.detach(), 0).tolist()
@@ -371,6 +450,7 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
                 if writer is not None:
                     writer.add_scalar("epoch/train_loss", train_loss, epoch)
                     writer.add_scalar("epoch/dev_loss", dev_loss, epoch)
+                    writer.add_scalar("epoch/nonfinite_cuts", guard.cuts, epoch)
                     for i, w in enumerate(weights or []):
                         writer.add_scalar(f"ssl_layer_weight/L{i + 1}", w, epoch)
                     writer.flush()
@@ -389,6 +469,7 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
                     },
                     checkpoint_path(exp_dir, epoch),
                 )
+                keep_last(exp_dir, train_cfg.keep_last_k)
             if dist.is_initialized():
                 dist.barrier()
     finally:

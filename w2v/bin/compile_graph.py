@@ -4,8 +4,8 @@ Usage:
   python -m w2v.bin.compile_graph --lang-dir data/lang_bpe_500 --lm-dir data/lm
 
 Reads <lang-dir>/{tokens.txt,words.txt,L_disambig.pt} and <lm-dir>/G_3_gram.fst.txt (or
-3gram.arpa); writes <lang-dir>/HLG.pt, and <lm-dir>/G_4_gram.pt when 4gram.arpa exists.
-Existing graphs are kept.
+3gram.arpa); writes <lang-dir>/HLG.pt, and <lm-dir>/G_4_gram.pt when 4gram.arpa exists,
+replacing existing graphs (the recipe's stage record decides whether this runs).
 """
 
 from __future__ import annotations

@@ -8,9 +8,12 @@ Usage:
       --decoding-method ctc-greedy-search,ctc-decoding,1best,whole-lattice-rescoring \
       --feature-type fbank --max-duration 300 --lm-scales 0.3,0.5,0.7
 
-The network runs once per test set; every method then searches its output. Writes
-<exp-dir>/<method>/{recogs,errs,wer-summary}-<test>-<key>.txt, updates <exp-dir>/results.json
-and RESULTS.md, and prints the table. Mandarin lang dirs (no bpe.model) are scored by CER.
+The model is the average of epoch-(epoch-avg+1).pt .. epoch-<epoch>.pt in --exp-dir, or the file
+--checkpoint names (e.g. exp/ctc/pretrained-epoch-30-avg-5.pt from w2v.bin.export_model; --epoch
+and --avg then only label the results). The network runs once per test set; every method then
+searches its output. Writes <exp-dir>/<method>/{recogs,errs,wer-summary}-<test>-<key>-epoch-E-avg-A.txt,
+updates <exp-dir>/results.json and RESULTS.md (rows keyed by checkpoint too), and prints the
+table. Mandarin lang dirs (no bpe.model) are scored by CER.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--exp-dir", type=Path, required=True)
     p.add_argument("--epoch", type=int, required=True)
     p.add_argument("--avg", type=int, default=1)
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="decode this checkpoint file instead of averaging epochs of --exp-dir")
     p.add_argument("--lang-dir", type=Path, required=True)
     p.add_argument("--lm-dir", type=Path, default=None, help="holds G_4_gram.pt for rescoring")
     p.add_argument("--cuts", type=Path, action="append", required=True,
@@ -144,11 +149,15 @@ def main(argv: list[str] | None = None) -> None:
 
     from lhotse import CutSet
 
-    from w2v.asr.checkpoint import load_averaged
+    from w2v.asr.checkpoint import load_averaged, load_checkpoint
     from w2v.asr.data import make_dataloader
 
-    logging.info("Loading %s epoch %d avg %d", args.exp_dir, args.epoch, args.avg)
-    model, _config = load_averaged(args.exp_dir, args.epoch, args.avg)
+    if args.checkpoint is not None:
+        logging.info("Loading %s (epoch %d avg %d)", args.checkpoint, args.epoch, args.avg)
+        model, _config = load_checkpoint(args.checkpoint)
+    else:
+        logging.info("Loading %s epoch %d avg %d", args.exp_dir, args.epoch, args.avg)
+        model, _config = load_averaged(args.exp_dir, args.epoch, args.avg)
     model.eval()
     logging.info("Loading graphs for %s from %s", methods, args.lang_dir)
     graphs = load_graphs(args.lang_dir, methods, args.lm_dir)

@@ -5,12 +5,14 @@ Usage:
       --train-cuts data/fbank/librispeech_cuts_train-clean-100.jsonl.gz \\
       --dev-cuts data/fbank/librispeech_cuts_dev-clean.jsonl.gz \\
       --num-epochs 20 --start-epoch 1 --max-duration 200 --feature-type fbank
-  # resume after epoch 5:         ... --start-epoch 6
+  # resume:                      rerun the same command (after the newest epoch-N.pt that loads)
+  # resume after epoch 5 exactly: ... --start-epoch 6;  start anew: ... --start-epoch 1
   # 2 processes (gloo, CPU):      torchrun --nproc_per_node 2 -m w2v.bin.train ...
   # model size:                   ... --d-model 144 --num-layers 4 --ffn-dim 576
   # SSL front end on the audio:   ... --ssl-checkpoint exp/ssl_wav2vec2 --ssl-layer 0 [--ssl-finetune true]
 
-Writes exp_dir/epoch-N.pt every epoch, exp_dir/config.yaml and exp_dir/tensorboard/.
+Writes exp_dir/epoch-N.pt every epoch (the last --keep-last-k kept), exp_dir/config.yaml and
+exp_dir/tensorboard/.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ def get_parser() -> argparse.ArgumentParser:
                         "goes into config.yaml and the reports")
     p.add_argument("--num-epochs", type=int, default=t.num_epochs)
     p.add_argument("--start-epoch", type=int, default=t.start_epoch,
-                   help="resume from exp_dir/epoch-(N-1).pt when > 1")
+                   help="0: after the newest exp_dir/epoch-N.pt that loads; 1: anew; N: from epoch-(N-1).pt")
+    p.add_argument("--keep-last-k", type=int, default=t.keep_last_k,
+                   help="keep only the newest k epoch-N.pt (0: all)")
     p.add_argument("--max-duration", type=float, default=t.max_duration,
                    help="seconds of audio per batch and rank")
     p.add_argument("--num-buckets", type=int, default=t.num_buckets)
@@ -48,6 +52,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-steps", type=int, default=t.warmup_steps)
     p.add_argument("--weight-decay", type=float, default=t.weight_decay)
     p.add_argument("--grad-clip", type=float, default=t.grad_clip)
+    p.add_argument("--max-nonfinite-batches", type=int, default=t.max_nonfinite_batches,
+                   help="stop after this many batches in a row with a non-finite loss or gradient (0: never)")
     p.add_argument("--ctc-impl", choices=["k2", "torch"], default=t.ctc_impl)
     g = p.add_argument_group("on-the-fly SSL front end (instead of the cuts' features)")
     g.add_argument("--ssl-checkpoint", default=t.ssl_checkpoint,

@@ -5,7 +5,8 @@ Usage:
       --transcripts data/lang_bpe_500/transcript_words.txt \
       --vocab-size 500 --lang-dir data/lang_bpe_500
 
-Writes <lang-dir>/bpe.model (ids: 0 <blk>, 1 <sos/eos>, 2 <unk>); kept if it already exists.
+Writes <lang-dir>/bpe.model (ids: 0 <blk>, 1 <sos/eos>, 2 <unk>), replacing an existing one (the
+recipe's stage record decides whether this runs).
 """
 
 from __future__ import annotations
@@ -32,9 +33,6 @@ def main(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
     setup_logging()
     model = args.lang_dir / "bpe.model"
-    if model.exists():
-        logging.info("%s exists, skipping", model)
-        return
     logging.info("Training %s model, vocab %d, on %s", args.model_type, args.vocab_size, args.transcripts)
     train_bpe(args.transcripts, model, args.vocab_size, args.model_type, args.character_coverage)
 

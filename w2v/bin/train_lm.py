@@ -8,7 +8,8 @@ Usage:
       --words data/lang_bpe_500/words.txt
 
 With --words, words outside words.txt become <UNK> and G_<order>_gram.fst.txt (kaldilm,
-#0 on backoff arcs) is written beside --out.
+#0 on backoff arcs) is written beside --out. Existing outputs are replaced (the recipe's stage
+record decides whether this runs).
 """
 
 from __future__ import annotations
@@ -39,9 +40,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
     setup_logging()
-    if args.out.exists():
-        logging.info("%s exists, skipping estimation", args.out)
-    elif args.lm_arpa is not None:
+    if args.lm_arpa is not None:
         logging.info("Using given ARPA %s", args.lm_arpa)
         with atomic_path(args.out) as tmp:
             shutil.copyfile(args.lm_arpa, tmp)
@@ -53,11 +52,8 @@ def main(argv: list[str] | None = None) -> None:
         train_arpa(args.text, args.out, order=args.order, unk=args.unk, vocab=vocab)
     if args.words is not None:
         g_txt = args.out.parent / f"G_{args.order}_gram.fst.txt"
-        if g_txt.exists():
-            logging.info("%s exists, skipping", g_txt)
-        else:
-            arpa_to_fst_text(args.out, args.words, max_order=args.order, out=g_txt)
-            logging.info("wrote %s", g_txt)
+        arpa_to_fst_text(args.out, args.words, max_order=args.order, out=g_txt)
+        logging.info("wrote %s", g_txt)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from lhotse.utils import compute_num_frames, fastcopy
 
 from w2v.features.fbank import FailedCut, save_cuts
 from w2v.models import load_pretrained
+from w2v.runtime.checkpoints import list_checkpoints
 from w2v.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"No SSL checkpoint at {path}")
     if path.is_dir():
-        found = sorted(
-            (int(m.group(1)), p)
-            for p in path.glob("checkpoint-*.pt")
-            if (m := re.fullmatch(r"checkpoint-(\d+)\.pt", p.name))
-        )
+        found = list_checkpoints(path, "checkpoint")
         if found:
             return found[-1][1]
         if not (path / "config.json").is_file():

@@ -9,8 +9,8 @@ from pathlib import Path
 import k2
 import torch
 
-from w2v.lang.lexicon import load_fsa, max_token_id, read_symbol_table
-from w2v.utils import atomic_path, atomic_write_text
+from w2v.lang.lexicon import load_fsa, max_token_id, read_symbol_table, save_fsa
+from w2v.utils import atomic_write_text
 
 
 def build_ctc_topo(tokens: dict[str, int]) -> k2.Fsa:
@@ -100,7 +100,7 @@ def compile_graphs(
     """Build ``lang_dir/HLG.pt`` from ``lm_dir/<lm_order>gram.arpa`` and, when
     ``lm_dir/<rescore_order>gram.arpa`` exists, ``lm_dir/G_<rescore_order>_gram.pt``.
 
-    Existing outputs are kept (delete them to rebuild).
+    Existing graphs are replaced (the recipe's stage record decides whether this runs).
     Returns:
       name → path of every graph now present.
     """
@@ -110,33 +110,26 @@ def compile_graphs(
     out: dict[str, Path] = {}
 
     hlg_path = lang_dir / "HLG.pt"
-    if hlg_path.exists():
-        logging.info("%s exists, skipping", hlg_path)
+    g_txt = lm_dir / f"G_{lm_order}_gram.fst.txt"
+    if g_txt.exists():
+        text = g_txt.read_text(encoding="utf-8")
     else:
-        g_txt = lm_dir / f"G_{lm_order}_gram.fst.txt"
-        if g_txt.exists():
-            text = g_txt.read_text(encoding="utf-8")
-        else:
-            text = arpa_to_fst_text(lm_dir / f"{lm_order}gram.arpa", lang_dir / "words.txt",
-                                    max_order=lm_order, out=g_txt)
-        G = k2.Fsa.from_openfst(text, acceptor=False)
-        L = load_fsa(lang_dir / "L_disambig.pt")
-        LG = compile_lg(L, G, tokens, words)
-        HLG = compile_hlg(build_ctc_topo(tokens), LG)
-        logging.info("HLG: %d states, %d arcs", HLG.shape[0], HLG.num_arcs)
-        with atomic_path(hlg_path) as tmp:
-            torch.save(HLG.as_dict(), tmp)
+        text = arpa_to_fst_text(lm_dir / f"{lm_order}gram.arpa", lang_dir / "words.txt",
+                                max_order=lm_order, out=g_txt)
+    G = k2.Fsa.from_openfst(text, acceptor=False)
+    L = load_fsa(lang_dir / "L_disambig.pt")
+    LG = compile_lg(L, G, tokens, words)
+    HLG = compile_hlg(build_ctc_topo(tokens), LG)
+    logging.info("HLG: %d states, %d arcs", HLG.shape[0], HLG.num_arcs)
+    save_fsa(HLG, hlg_path)
     out["HLG"] = hlg_path
 
     g4_path = lm_dir / f"G_{rescore_order}_gram.pt"
     arpa4 = lm_dir / f"{rescore_order}gram.arpa"
-    if g4_path.exists():
-        out["G_rescore"] = g4_path
-    elif arpa4.exists():
+    if arpa4.exists():
         text = arpa_to_fst_text(arpa4, lang_dir / "words.txt", max_order=rescore_order)
         G4 = g_for_rescoring(text, words)
-        with atomic_path(g4_path) as tmp:
-            torch.save(G4.as_dict(), tmp)
+        save_fsa(G4, g4_path)
         logging.info("G_%d_gram: %d arcs -> %s", rescore_order, G4.num_arcs, g4_path)
         out["G_rescore"] = g4_path
     return out

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from w2v.scoring.results import make_entry, plot_results, update_results
+from w2v.scoring.results import checkpoint_label, make_entry, plot_results, update_results
 from w2v.scoring.wer import ErrorStats, Result, score_test_set
 
 
@@ -22,25 +22,28 @@ def report_decoding(
 ) -> dict[str, dict[str, ErrorStats]]:
     """Score ``hyps`` (method → key → results) for one test set.
 
-    Writes ``exp_dir/<method>/{recogs,errs,wer-summary}-…``, merges the totals into
-    ``exp_dir/results.json``, regenerates ``RESULTS.md`` and ``exp_dir/wer-<test_set>.png``.
+    Writes ``exp_dir/<method>/{recogs,errs,wer-summary}-<test_set>-<key>-<checkpoint>.txt``
+    (``checkpoint`` is ``epoch-E-avg-A`` from ``labels``), merges the totals into
+    ``exp_dir/results.json`` (replacing every earlier result of this checkpoint on this test set),
+    regenerates ``RESULTS.md`` and ``exp_dir/wer-<test_set>.png``.
     Returns:
       method → key → totals.
     """
     exp_dir = Path(exp_dir)
+    checkpoint = checkpoint_label(labels or {})
     all_stats: dict[str, dict[str, ErrorStats]] = {}
     entries = []
     for method, per_key in hyps.items():
-        stats = score_test_set(exp_dir / method, test_set, per_key, metric)
+        stats = score_test_set(exp_dir / method, test_set, per_key, metric, suffix=checkpoint)
         all_stats[method] = stats
         for key, s in stats.items():
             name = method if key == method else f"{method}/{key}"
             extra = dict(labels or {})
             if key.startswith("lm_scale_"):
                 extra["lm_scale"] = float(key[len("lm_scale_"):])
-            entries.append(make_entry(test_set, name, feature_type, s, extra or None))
+            entries.append(make_entry(test_set, name, feature_type, s, extra or None, checkpoint))
             logging.info("%s %s %s: %s", test_set, method, key, s.header())
-    merged = update_results(exp_dir, entries)
+    merged = update_results(exp_dir, entries, replace=[(test_set, checkpoint)])
     if plot and entries:
         plot_results(merged, test_set, exp_dir / f"{metric}-{test_set}.png")
     return all_stats

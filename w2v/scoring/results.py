@@ -1,8 +1,9 @@
 """``results.json`` in an experiment dir, the RESULTS.md generated from it, and WER plots.
 
-An entry is ``{test_set, decoding_method, feature_type, wer|cer, ins, del, sub, ref_words,
-labels?}``; entries are keyed by (test_set, decoding_method, feature_type), a newer one
-replacing an older one. Rescoring sweeps put the scale into the method name
+An entry is ``{test_set, decoding_method, feature_type, checkpoint, wer|cer, ins, del, sub,
+ref_words, labels?}``; entries are keyed by (test_set, decoding_method, feature_type, checkpoint),
+a newer one replacing an older one, so results of several checkpoints (``epoch-25-avg-3``,
+``epoch-20-avg-1``) live side by side. Rescoring sweeps put the scale into the method name
 (``whole-lattice-rescoring/lm_scale_0.5``) and into ``labels``.
 """
 
@@ -15,23 +16,32 @@ from typing import Iterable
 
 from w2v.utils import atomic_path, atomic_write_text
 
-KEY_FIELDS = ("test_set", "decoding_method", "feature_type")
+KEY_FIELDS = ("test_set", "decoding_method", "feature_type", "checkpoint")
 
 
-def entry_key(entry: dict) -> tuple[str, str, str]:
-    missing = [k for k in KEY_FIELDS if k not in entry]
+def entry_key(entry: dict) -> tuple[str, ...]:
+    missing = [k for k in KEY_FIELDS[:3] if k not in entry]
     if missing:
         raise ValueError(f"results entry lacks {missing}: {entry}")
-    return tuple(str(entry[k]) for k in KEY_FIELDS)
+    # entries written before checkpoints were recorded have none
+    return tuple(str(entry.get(k, "")) for k in KEY_FIELDS)
+
+
+def checkpoint_label(labels: dict) -> str:
+    """``epoch-25-avg-3`` from ``{"epoch": 25, "avg": 3}`` (icefall's file suffix); "" without."""
+    if "epoch" in labels:
+        return f"epoch-{labels['epoch']}-avg-{labels.get('avg', 1)}"
+    return ""
 
 
 def make_entry(test_set: str, decoding_method: str, feature_type: str, stats,
-               labels: dict | None = None) -> dict:
+               labels: dict | None = None, checkpoint: str = "") -> dict:
     """A results.json entry from an :class:`~w2v.scoring.wer.ErrorStats`."""
     entry = {
         "test_set": test_set,
         "decoding_method": decoding_method,
         "feature_type": feature_type,
+        "checkpoint": checkpoint,
         stats.metric: round(stats.rate, 2),
         "ins": stats.ins,
         "del": stats.dels,
@@ -61,11 +71,18 @@ def merge_results(old: Iterable[dict], new: Iterable[dict]) -> list[dict]:
     return [merged[k] for k in sorted(merged)]
 
 
-def update_results(exp_dir: str | os.PathLike, new: Iterable[dict]) -> list[dict]:
-    """Merge ``new`` into ``exp_dir/results.json`` (atomically) and regenerate RESULTS.md."""
+def update_results(exp_dir: str | os.PathLike, new: Iterable[dict], replace: Iterable[tuple[str, str]] = ()) -> list[dict]:
+    """Merge ``new`` into ``exp_dir/results.json`` (atomically) and regenerate RESULTS.md.
+
+    ``replace``: (test_set, checkpoint) pairs whose old entries go first, whatever their method:
+    a decoding run of a checkpoint replaces all its results on that test set, so that none of an
+    earlier model with the same epoch number (retrained after a truncated file) survives.
+    """
     exp_dir = Path(exp_dir)
     path = exp_dir / "results.json"
-    merged = merge_results(load_results(path), new)
+    drop = set(replace)
+    old = [e for e in load_results(path) if (e["test_set"], e.get("checkpoint", "")) not in drop]
+    merged = merge_results(old, new)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(merged, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     atomic_write_text(exp_dir / "RESULTS.md", results_markdown(merged, title=f"Results: {exp_dir.name}"))
@@ -89,12 +106,12 @@ def results_markdown(entries: list[dict], title: str = "Results") -> str:
             "",
             f"## {test_set}",
             "",
-            f"| decoding method | feature type | {metric} (%) | ins | del | sub | ref words |",
-            "|---|---|---:|---:|---:|---:|---:|",
+            f"| decoding method | feature type | checkpoint | {metric} (%) | ins | del | sub | ref words |",
+            "|---|---|---|---:|---:|---:|---:|---:|",
         ]
         for e in rows:
             lines.append(
-                f"| {e['decoding_method']} | {e['feature_type']} | {e[metric_of(e)]:.2f} | "
+                f"| {e['decoding_method']} | {e['feature_type']} | {e.get('checkpoint') or '-'} | {e[metric_of(e)]:.2f} | "
                 f"{e['ins']} | {e['del']} | {e['sub']} | {e['ref_words']} |"
             )
     return "\n".join(lines) + "\n"
@@ -123,6 +140,18 @@ def plot_results(entries: list[dict], test_set: str, path: str | os.PathLike) ->
     return _save_png(fig, path)
 
 
+def newest_checkpoint(entries: Iterable[dict]) -> list[dict]:
+    """The entries of the latest checkpoint decoded (largest epoch, then avg)."""
+    entries = list(entries)
+
+    def order(e: dict) -> tuple[int, int]:
+        labels = e.get("labels") or {}
+        return int(labels.get("epoch", 0)), int(labels.get("avg", 0))
+
+    last = max((order(e) for e in entries), default=(0, 0))
+    return [e for e in entries if order(e) == last]
+
+
 def best_per_method(entries: Iterable[dict]) -> dict[tuple[str, str], dict]:
     """(test_set, method) → the entry with the lowest error over that method's lm scales."""
     best: dict[tuple[str, str], dict] = {}
@@ -136,9 +165,11 @@ def best_per_method(entries: Iterable[dict]) -> dict[tuple[str, str], dict]:
 def comparison_markdown(runs: dict[str, list[dict]], title: str = "Feature comparison") -> str:
     """One column per run (exp dir name → its results.json entries), one row per test set and
     decoding method (best lm scale); after the first column, each cell also shows the absolute
-    change from the first run (the baseline, e.g. fbank). Generated; never edit by hand."""
+    change from the first run (the baseline, e.g. fbank). A run's column holds its latest
+    checkpoint's results, named under the table. Generated; never edit by hand."""
     if not runs:
         raise ValueError("no runs to compare")
+    runs = {name: newest_checkpoint(entries) for name, entries in runs.items()}
     names = list(runs)
     best = {name: best_per_method(entries) for name, entries in runs.items()}
     keys = sorted({k for b in best.values() for k in b})
@@ -164,6 +195,8 @@ def comparison_markdown(runs: dict[str, list[dict]], title: str = "Feature compa
                 cells.append(f"{rate:.2f}" + ("" if base is None else f" ({rate - base:+.2f})"))
         metric = next(metric_of(b[(test_set, method)]) for b in best.values() if (test_set, method) in b)
         lines.append(f"| {test_set} | {method} ({metric.upper()}) | " + " | ".join(cells) + " |")
+    lines += ["", "Checkpoints: " + ", ".join(
+        f"{n} {runs[n][0].get('checkpoint') or '(not recorded)'}" for n in names)]
     return "\n".join(lines) + "\n"
 
 
@@ -174,7 +207,7 @@ def plot_comparison(runs: dict[str, list[dict]], test_set: str, path: str | os.P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    best = {n: best_per_method(e) for n, e in runs.items()}
+    best = {n: best_per_method(newest_checkpoint(e)) for n, e in runs.items()}
     methods = sorted({m for b in best.values() for (t, m) in b if t == test_set})
     if not methods:
         raise ValueError(f"no results for test set {test_set!r}")

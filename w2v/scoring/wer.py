@@ -146,12 +146,18 @@ def score_test_set(
     test_set: str,
     hyps_by_key: dict[str, Sequence[Result]],
     metric: str = "wer",
+    suffix: str = "",
 ) -> dict[str, ErrorStats]:
-    """Write recogs/errs for every key and the summary; returns key → totals."""
+    """Write recogs/errs for every key and the summary; returns key → totals.
+
+    ``suffix`` ends every file name (icefall's ``epoch-30-avg-10``), so that decoding another
+    checkpoint writes beside, not over, this one's files.
+    """
     out_dir = Path(out_dir)
+    end = f"-{suffix}" if suffix else ""
     stats = {}
     for key, results in hyps_by_key.items():
-        write_recogs(out_dir / f"recogs-{test_set}-{key}.txt", results)
-        stats[key] = write_error_stats(out_dir / f"errs-{test_set}-{key}.txt", test_set, key, results, metric)
-    write_wer_summary(out_dir / f"wer-summary-{test_set}.txt", stats, metric)
+        write_recogs(out_dir / f"recogs-{test_set}-{key}{end}.txt", results)
+        stats[key] = write_error_stats(out_dir / f"errs-{test_set}-{key}{end}.txt", test_set, key, results, metric)
+    write_wer_summary(out_dir / f"wer-summary-{test_set}{end}.txt", stats, metric)
     return stats

@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,6 +26,8 @@ from lhotse.dataset import DynamicBucketingSampler
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from w2v import serialization
+from w2v.runtime import checkpoints
 from w2v.ssl.kmeans import KMeans, LayerLabeler, MfccLabeler, fit_kmeans, mfcc_features
 from w2v.ssl.pretraining import (
     Data2VecPretrainConfig,
@@ -292,28 +293,14 @@ def fit_mfcc_kmeans(cuts: CutSet, num_clusters: int, max_cuts: int, crop_seconds
 
 
 # ---------------------------------------------------------------------------------------------
-# checkpoints
+# checkpoints: exp_dir/checkpoint-<step>.pt (w2v.runtime.checkpoints)
 
-_CKPT = re.compile(r"checkpoint-(\d+)\.pt$")
-
-
-def checkpoint_path(exp_dir: str | Path, step: int) -> Path:
-    return Path(exp_dir) / f"checkpoint-{step}.pt"
+CKPT_PREFIX = "checkpoint"
 
 
 def list_checkpoints(exp_dir: str | Path) -> list[tuple[int, Path]]:
     """(step, path) of every checkpoint in ``exp_dir``, oldest first."""
-    found = []
-    for p in Path(exp_dir).glob("checkpoint-*.pt"):
-        m = _CKPT.search(p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return sorted(found)
-
-
-def latest_checkpoint(exp_dir: str | Path) -> Path | None:
-    found = list_checkpoints(exp_dir)
-    return found[-1][1] if found else None
+    return checkpoints.list_checkpoints(exp_dir, CKPT_PREFIX)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,9 +390,12 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, cfg.num_steps))
 
     step, epoch = 0, 0
-    resume = latest_checkpoint(exp_dir)
-    if resume is not None:
-        ckpt = torch.load(resume, map_location="cpu", weights_only=False)
+    if rank == 0:
+        checkpoints.remove_stale_temporaries(exp_dir, CKPT_PREFIX)
+    found = checkpoints.newest_loadable(exp_dir, serialization.load, CKPT_PREFIX)
+    resume = found[1] if found else None
+    if found is not None:
+        ckpt = found[2]
         if ckpt.get("ssl_model") != cfg.ssl_model:
             raise ValueError(f"{resume} is a {ckpt.get('ssl_model')!r} run, not {cfg.ssl_model!r}")
         pretrainer.load_state_dict(ckpt["pretrainer"])
@@ -452,7 +442,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         bar = tqdm(total=cfg.num_steps, initial=step, desc=f"pretrain {cfg.ssl_model}", leave=False)
 
     def save() -> Path:
-        path = checkpoint_path(exp_dir, step)
+        path = checkpoints.checkpoint_path(exp_dir, step, CKPT_PREFIX)
         atomic_torch_save(
             {
                 "model": pretrainer.encoder.state_dict(),
@@ -469,8 +459,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             },
             path,
         )
-        for _, old in list_checkpoints(exp_dir)[: -cfg.keep_last]:
-            old.unlink(missing_ok=True)
+        checkpoints.keep_last(exp_dir, cfg.keep_last, CKPT_PREFIX)
         return path
 
     history: list[dict] = []
@@ -523,7 +512,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             if batches_this_epoch == 0 and step < cfg.num_steps:
                 raise ValueError(f"No batches from {list(cfg.cuts)} (all cuts shorter than {cfg.min_seconds} s?)")
             epoch += 1
-        if rank == 0 and (last is None or _CKPT.search(last.name).group(1) != str(step)):
+        if rank == 0 and last != checkpoints.checkpoint_path(exp_dir, step, CKPT_PREFIX):
             last = save()
         if dist.is_initialized():
             dist.barrier()

@@ -1,0 +1,58 @@
+# Options every CTC recipe shares: checked here, before stage 0, so that a bad value costs seconds,
+# not the hours of the stages before the one that reads it; then the names derived from them.
+# Sourced by egs/<corpus>/run.sh right after local/common.sh. The lists below are the ones the
+# Python side accepts (tests/recipes/test_recipe_bookkeeping.py holds them equal).
+
+ssl_models="wav2vec vq_wav2vec wav2vec2 data2vec hubert wavlm"
+decoding_methods="ctc-greedy-search ctc-decoding 1best nbest nbest-rescoring whole-lattice-rescoring"
+
+check_int stage stop_stage synth_seed ssl_layer
+check_positive_int nj num_epochs world_size avg keep_last_k search_beam max_active_states ssl_steps
+check_number max_duration
+check_bool download speed_perturb ssl_bf16 resample
+check_choice synth_size tiny mini small
+check_choice feature_type fbank ssl ssl-weighted ssl-finetune
+check_choice decoding_method $decoding_methods
+[ -z "$ssl_model" ] || check_choice ssl_model $ssl_models
+check_file lm_arpa rescore_arpa
+[[ $lm_scales =~ ^[0-9]*\.?[0-9]+(,[0-9]*\.?[0-9]+)*$ ]] || die "--lm-scales must be numbers separated by commas, got '$lm_scales'"
+[ "$stage" -le "$stop_stage" ] || die "--stage $stage is after --stop-stage $stop_stage: nothing to run"
+[ -z "$corpus_dir" ] || [ "$download" = false ] || die "--download true fetches the corpus itself; give it no --corpus-dir"
+[ -z "$corpus_dir" ] || [ -d "$corpus_dir" ] || die "--corpus-dir $corpus_dir does not exist"
+
+epoch=${epoch:-$num_epochs}
+check_positive_int epoch
+if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
+  [ "$avg" -le "$epoch" ] || die "--avg $avg needs $avg epochs up to --epoch $epoch: give --avg ≤ $epoch"
+  if [ "$stage" -le 9 ]; then
+    [ "$epoch" -le "$num_epochs" ] || die "--epoch $epoch is after the last epoch trained (--num-epochs $num_epochs)"
+    [ $((num_epochs - epoch + avg)) -le "$keep_last_k" ] ||
+      die "--keep-last-k $keep_last_k keeps epochs $((num_epochs - keep_last_k + 1))..$num_epochs, but --epoch $epoch --avg $avg needs epochs $((epoch - avg + 1))..$epoch"
+  fi
+fi
+
+# --feature-type, with --ssl-checkpoint (default: what stage 7 pretrained):
+#   fbank         stage 2's fbank
+#   ssl           layer --ssl-layer, extracted once in stage 8 into data/ssl/<tag>/
+#   ssl-weighted  frozen encoder on the fly, a learned weighted sum of all its layers
+#   ssl-finetune  encoder on the fly and trained (layer --ssl-layer; 0 = weighted sum)
+ssl_train_args=
+case "$feature_type" in
+  fbank) feature_tag=fbank ;;
+  *)
+    ssl_checkpoint=${ssl_checkpoint:-exp/ssl_${ssl_model:-wav2vec2}}
+    ckpt_name=$(basename "$ssl_checkpoint"); ckpt_name=${ckpt_name%.pt}
+    bf16_tag=$([ "$ssl_bf16" = true ] && echo _bf16 || true)
+    case "$feature_type" in
+      ssl) feature_tag=${ckpt_name}_L${ssl_layer}${bf16_tag} ;;
+      ssl-weighted)
+        feature_tag=${ckpt_name}_weighted${bf16_tag}
+        ssl_train_args="--ssl-checkpoint $ssl_checkpoint --ssl-layer 0 --ssl-bf16 $ssl_bf16" ;;
+      ssl-finetune)
+        feature_tag=${ckpt_name}_finetune_$([ "$ssl_layer" = 0 ] && echo weighted || echo L$ssl_layer)${bf16_tag}
+        ssl_train_args="--ssl-checkpoint $ssl_checkpoint --ssl-layer $ssl_layer --ssl-finetune true --ssl-bf16 $ssl_bf16" ;;
+    esac
+    [ "$feature_type" != ssl ] || [ "$ssl_layer" -gt 0 ] || die "--feature-type ssl extracts one layer: give --ssl-layer ≥ 1"
+    ;;
+esac
+exp_dir=${exp_dir:-exp/ctc_${feature_tag}}
