@@ -18,8 +18,14 @@ need_ssl_checkpoint() {  # what stage 7 pretrained, or what --ssl-checkpoint nam
   if [ "$ssl_checkpoint" = "exp/ssl_${ssl_model:-wav2vec2}" ]; then need 7 pretrain "$ssl_checkpoint"
   else need --ssl-checkpoint "" "$ssl_checkpoint"; fi
 }
+# Stages 7 and 9 run --world-size processes per node; with --nnodes > 1, run.sh runs on every node
+# with its --node-rank, and only node 0 keeps the stage records (the nodes share the file system).
 launcher="python"
-[ "$world_size" -gt 1 ] && launcher="torchrun --standalone --nproc_per_node $world_size"
+if [ "$nnodes" -gt 1 ]; then
+  launcher="torchrun --nnodes $nnodes --node-rank $node_rank --master-addr $master_addr --master-port $master_port --nproc-per-node $world_size"
+elif [ "$world_size" -gt 1 ]; then
+  launcher="torchrun --standalone --nproc-per-node $world_size"
+fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: n-gram LMs and G in $lm_dir"
@@ -52,13 +58,13 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   if [ -n "$ssl_model" ]; then
     log "Stage 7: self-supervised pretraining of $ssl_model ($ssl_steps updates)"
     need 2 fbank $(cuts_of $train_parts)
-    if stage_begin "pretrain $ssl_model" "exp/.ssl_${ssl_model}.json" --options size=tiny max_duration=24 \
-         crop_seconds=3 --progress ssl_steps="$ssl_steps" --outputs "exp/ssl_${ssl_model}" --replace archive \
-         --resumable; then
+    if [ "$node_rank" != 0 ] || stage_begin "pretrain $ssl_model" "exp/.ssl_${ssl_model}.json" --options size=tiny \
+         max_duration=24 crop_seconds=3 --progress ssl_steps="$ssl_steps" --outputs "exp/ssl_${ssl_model}" \
+         --replace archive --resumable; then
       $launcher -m w2v.bin.pretrain --ssl-model "$ssl_model" --size tiny \
         --cuts $(cuts_of $train_parts) --exp-dir "exp/ssl_${ssl_model}" --num-steps "$ssl_steps" \
-        --max-duration 24 --crop-seconds 3
-      stage_end
+        --max-duration 24 --crop-seconds 3 --device "$device" --amp "$amp"
+      [ "$node_rank" != 0 ] || stage_end
     fi
   else
     log "Stage 7: no --ssl-model given, skipping pretraining"
@@ -90,15 +96,16 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   [ "$feature_type" = fbank ] || [ "$feature_type" = ssl ] || need_ssl_checkpoint
   # A change of data, tokens or features trains anew (the old exp dir is moved aside); otherwise
   # training continues from the newest checkpoint that loads (nothing to do: it says so).
-  if stage_begin "train $feature_tag" "$(dirname "$exp_dir")/.$(basename "$exp_dir").train.json" \
-       --options feature_type="$feature_tag" token_type="$token_type" max_duration="$max_duration" \
-       --progress num_epochs="$num_epochs" keep_last_k="$keep_last_k" \
+  if [ "$node_rank" != 0 ] || stage_begin "train $feature_tag" "$(dirname "$exp_dir")/.$(basename "$exp_dir").train.json" \
+       --options feature_type="$feature_tag" token_type="$token_type" model_size="$model_size" \
+       max_duration="$max_duration" --progress num_epochs="$num_epochs" keep_last_k="$keep_last_k" \
        --outputs "$exp_dir" --replace archive --resumable; then
     $launcher -m w2v.bin.train --exp-dir "$exp_dir" --lang-dir "$lang_dir" \
       --train-cuts $(feat_cuts_of $train_parts) --dev-cuts $(feat_cuts_of $dev_parts) \
-      --num-epochs "$num_epochs" --keep-last-k "$keep_last_k" --max-duration "$max_duration" \
+      --num-epochs "$num_epochs" --keep-last-k "$keep_last_k" --save-every-n "$save_every_n" \
+      --max-duration "$max_duration" --model-size "$model_size" --device "$device" --amp "$amp" \
       --feature-type "$feature_tag" --token-type "$token_type" $ssl_train_args
-    stage_end
+    [ "$node_rank" != 0 ] || stage_end
   fi
 fi
 

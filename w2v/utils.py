@@ -13,10 +13,16 @@ from typing import Any, Iterator
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """icefall-style log lines: time, level, file:line, message."""
+    """icefall-style log lines: time, level, file:line, message.
+
+    Under torchrun (``WORLD_SIZE`` > 1) each line names its rank, and ranks other than 0 log only
+    warnings: N processes do not print N copies of every line.
+    """
+    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    tag = f" [rank {rank}]" if world_size > 1 else ""
     logging.basicConfig(
-        format="%(asctime)s %(levelname)s [%(filename)s:%(lineno)d] %(message)s",
-        level=level,
+        format=f"%(asctime)s %(levelname)s{tag} [%(filename)s:%(lineno)d] %(message)s",
+        level=level if rank == 0 else max(level, logging.WARNING),
         force=True,
     )
 

@@ -35,7 +35,10 @@
 #   --ssl-model [] --ssl-steps [600] --feature-type [fbank] (or ssl, ssl-weighted, ssl-finetune)
 #   --ssl-checkpoint [exp/ssl_<ssl-model>] --ssl-layer [2] --ssl-bf16 [false]
 #   --exp-dir [exp/ctc_<tag>], tag: fbank, <ckpt>_L<layer>, <ckpt>_weighted, <ckpt>_finetune_L<layer>
-#   --num-epochs [25] --keep-last-k [5] --max-duration [30] --world-size [1] --epoch [=num-epochs] --avg [3]
+#   --num-epochs [25] --keep-last-k [5] --save-every-n [0] --model-size [demo] (medium 33M, large 80M)
+#   --max-duration [30] --epoch [=num-epochs] --avg [3]
+#   --device [auto] (cpu, cuda) --amp [none] (bf16, fp16) --world-size [1] (processes per node)
+#   --nnodes [1] --node-rank [0] --master-addr [localhost] --master-port [29500] (multi-node torchrun)
 #   --decoding-method [ctc-greedy-search 1best nbest nbest-rescoring whole-lattice-rescoring]
 #   --lm-scales [0.1,0.2,...,1.0] --search-beam [20] --max-active-states [10000]
 
@@ -62,8 +65,16 @@ ssl_bf16=false
 exp_dir=
 num_epochs=25
 keep_last_k=5
+save_every_n=0
+model_size=demo
 max_duration=30
+device=auto
+amp=none
 world_size=1
+nnodes=1
+node_rank=0
+master_addr=localhost
+master_port=29500
 epoch=
 avg=3
 decoding_method="ctc-greedy-search 1best nbest nbest-rescoring whole-lattice-rescoring"

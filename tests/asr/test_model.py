@@ -120,3 +120,14 @@ def test_ssl_rate_front_ends_padded_batch_equals_per_utterance(factor):
     x = batch[:1].clone()
     x[0, 20] += 5.0
     assert (model(x, torch.tensor([51]))[0] - lp[:1]).abs().max() > 1e-3
+
+
+def test_model_size_presets():
+    from w2v.asr.model import build_model, model_config, num_parameters
+
+    counts = {size: num_parameters(build_model(model_config(size, num_tokens=500))) / 1e6
+              for size in ("demo", "medium", "large")}
+    assert counts == pytest.approx({"demo": 2.22, "medium": 32.80, "large": 80.33}, abs=0.01)
+    assert model_config("large", d_model=256, num_heads=4).d_model == 256
+    with pytest.raises(ValueError, match="Unknown model size 'huge'"):
+        model_config("huge")

@@ -29,6 +29,16 @@ def _cfg(toy_data, exp_dir, **kw):
     return TrainConfig(**base)
 
 
+def test_audio_batches_say_they_carry_audio(toy_data, librispeech_tiny_cuts):
+    from w2v.asr.data import model_inputs
+
+    cuts = librispeech_tiny_cuts["dev-clean"].subset(first=3)
+    batch = next(iter(make_dataloader(cuts, train=False, max_duration=100, audio=True)))
+    assert "features" not in batch
+    audio, lens = model_inputs(batch)
+    assert audio.dim() == 2 and lens.tolist() == sorted(round(c.duration * 16000) for c in cuts)[::-1]
+
+
 def test_dataloader_batches(toy_data):
     _, train_path, dev_path = toy_data
     cuts = CutSet.from_file(train_path).to_eager()
@@ -280,3 +290,81 @@ def test_too_many_nonfinite_batches_in_a_row_stop_the_run(toy_data, tmp_path, mo
                                            r"\(epoch 1, batch 2; last cuts: tr\d+\)"):
         train(_cfg(toy_data, tmp_path / "exp", num_epochs=2, max_nonfinite_batches=3), TINY)
     assert not (tmp_path / "exp" / "epoch-1.pt").exists()
+
+
+def test_mid_epoch_checkpoint_resumes_without_repeating_batches(toy_data, tmp_path, monkeypatch):
+    """A run killed inside an epoch resumes from its checkpoint-<step>.pt and reads exactly the
+    batches the uninterrupted run read after that step."""
+    import w2v.asr.train as train_module
+
+    def batches(exp):
+        return [line.split()[2:] for line in (exp / "batches.rank0.txt").read_text().splitlines()]
+
+    kw = dict(num_epochs=1, save_every_n=2, log_batches=True, spec_augment=False)
+    full = tmp_path / "full"
+    train(_cfg(toy_data, full, **kw), TINY)
+    assert len(batches(full)) >= 5
+
+    killed = tmp_path / "killed"
+    real, calls = train_module.compute_loss, []
+
+    def dies_in_batch_4(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "compute_loss", dies_in_batch_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(toy_data, killed, **kw), TINY)
+    monkeypatch.undo()
+    assert sorted(p.name for p in killed.glob("*.pt")) == ["checkpoint-2.pt"]
+    assert torch.load(killed / "checkpoint-2.pt", weights_only=True)["step"] == 2
+    (killed / "batches.rank0.txt").write_text("")
+    train(_cfg(toy_data, killed, **kw), TINY)
+    assert batches(killed) == batches(full)[2:]
+    done = torch.load(killed / "epoch-1.pt", weights_only=True)
+    assert done["step"] == len(batches(full))
+
+
+# --------------------------------------------------------------------------- devices, precision
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_bf16_training_on_the_cpu_learns(toy_data, tmp_path):
+    result = train(_cfg(toy_data, tmp_path / "exp", num_epochs=6, spec_augment=False, amp="bf16", device="cpu"), TINY)
+    h = result.history
+    assert h["dev_loss"][-1] < 0.6 * h["dev_loss"][0], h["dev_loss"]
+    assert next(result.model.parameters()).dtype == torch.float32  # weights stay fp32
+
+
+def test_fp16_and_cuda_need_a_gpu(toy_data, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ValueError, match="--amp fp16 needs a CUDA device"):
+        train(_cfg(toy_data, tmp_path / "exp", amp="fp16", device="cpu"), TINY)
+    with pytest.raises(RuntimeError, match="--device cuda: this torch sees no CUDA device"):
+        train(_cfg(toy_data, tmp_path / "exp", device="cuda"), TINY)
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
+def test_training_on_cuda(toy_data, tmp_path, amp):
+    """The GPU path: model and batches on the device, the loss (k2's with a CUDA k2, else torch's)
+    there too; the checkpoint loads on the CPU and gives the GPU model's outputs."""
+    from w2v.asr.checkpoint import load_checkpoint
+
+    exp = tmp_path / "exp"
+    result = train(_cfg(toy_data, exp, num_epochs=4, spec_augment=False, device="cuda", amp=amp), TINY)
+    assert next(result.model.parameters()).is_cuda
+    h = result.history
+    assert h["dev_loss"][-1] < 0.8 * h["dev_loss"][0], h["dev_loss"]
+    cpu_model, _ = load_checkpoint(exp / "epoch-4.pt")
+    x, lens = torch.randn(2, 60, 80), torch.tensor([60, 41])
+    result.model.eval()
+    with torch.no_grad():
+        gpu_out, _ = result.model(x.cuda(), lens.cuda())
+        cpu_out, _ = cpu_model(x, lens)
+    torch.testing.assert_close(gpu_out.cpu()[:, :9], cpu_out[:, :9], atol=2e-3, rtol=1e-3)

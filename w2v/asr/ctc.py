@@ -58,17 +58,33 @@ def torch_ctc_loss(
     log_probs: torch.Tensor, out_lens: torch.Tensor, targets: Sequence[Sequence[int]]
 ) -> torch.Tensor:
     """Per-utterance CTC negative log-likelihood through ``torch.nn.functional.ctc_loss``."""
-    target_lens = torch.tensor([len(t) for t in targets], dtype=torch.long)
-    flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
+    device = log_probs.device
+    target_lens = torch.tensor([len(t) for t in targets], dtype=torch.long, device=device)
+    flat = torch.tensor([i for t in targets for i in t], dtype=torch.long, device=device)
     return F.ctc_loss(
         log_probs.transpose(0, 1),
         flat,
-        out_lens.to(torch.long),
+        out_lens.to(device=device, dtype=torch.long),
         target_lens,
         blank=0,
         reduction="none",
         zero_infinity=False,
     )
+
+
+def resolve_ctc_impl(impl: str, device: torch.device) -> str:
+    """``impl``, except that k2's loss on a GPU needs a k2 built with CUDA: torch's otherwise."""
+    if impl == "k2" and device.type == "cuda":
+        import k2
+
+        if not getattr(k2, "with_cuda", False):
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "this k2 has no CUDA: the CTC loss on %s is torch's (tools/install_k2.sh --device cuda "
+                "installs a CUDA k2)", device)
+            return "torch"
+    return impl
 
 
 def ctc_loss(

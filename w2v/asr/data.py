@@ -1,11 +1,12 @@
-"""Batches of precomputed features for CTC training and evaluation (lhotse samplers).
+"""Batches for CTC training and evaluation (lhotse samplers).
 
-A batch is a dict::
+A batch is a dict, sorted by decreasing length (the k2 convention; the loss re-sorts anyway)::
 
-    {"features": [B, T, F] float, "feature_lens": [B] int64,
+    {"features": [B, T, F] float, "feature_lens": [B] int64,      # precomputed features, or
+     "audio": [B, samples] float, "audio_lens": [B] int64,         # 16 kHz audio (SSL front end)
      "texts": list[str], "cut_ids": list[str]}
 
-sorted by decreasing length (the k2 convention; the loss re-sorts anyway).
+:func:`model_inputs` returns whichever of the two pairs a batch carries.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ def cut_text(cut) -> str:
 class CtcDataset(Dataset):
     """Maps a sampled CutSet to a padded feature batch; optional SpecAugment on train batches.
 
-    With ``audio=True`` the batch holds 16 kHz audio instead (``features`` [B, samples],
-    ``feature_lens`` in samples) for a model with an SSL front end.
+    With ``audio=True`` the batch holds 16 kHz audio instead (``audio`` [B, samples],
+    ``audio_lens`` in samples) for a model with an SSL front end.
     """
 
     def __init__(self, spec_augment: Optional[torch.nn.Module] = None, audio: bool = False) -> None:
@@ -43,7 +44,7 @@ class CtcDataset(Dataset):
         cuts = cuts.sort_by_duration(ascending=False)
         if self.audio:
             audio, audio_lens = collate_audio(cuts)
-            return {"features": audio, "feature_lens": audio_lens.to(torch.long),
+            return {"audio": audio, "audio_lens": audio_lens.to(torch.long),
                     "texts": [cut_text(c) for c in cuts], "cut_ids": [c.id for c in cuts]}
         features, feature_lens = collate_features(cuts)
         if self.spec_augment is not None:
@@ -58,6 +59,13 @@ class CtcDataset(Dataset):
             "texts": [cut_text(c) for c in cuts],
             "cut_ids": [c.id for c in cuts],
         }
+
+
+def model_inputs(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, lengths) of a batch: features [B, T, F] and frames, or audio [B, samples] and samples."""
+    if "audio" in batch:
+        return batch["audio"], batch["audio_lens"]
+    return batch["features"], batch["feature_lens"]
 
 
 def default_spec_augment(frame_shift: float = 0.01, feature_dim: int = 80) -> SpecAugment:

@@ -1,46 +1,48 @@
-"""CTC training loop: Adam + Noam warmup, grad clipping, per-epoch checkpoints, resume, DDP.
+"""CTC training: Adam + Noam warmup, grad clipping, checkpoints and resume, on any device, in
+one process or one per rank under torchrun.
 
-One process, or one per rank under ``torchrun --nproc_per_node K`` (gloo on CPU,
-DistributedDataParallel; the lhotse sampler gives each rank a disjoint share of the batches, and
-only rank 0 writes checkpoints, ``config.yaml`` and tensorboard logs).
+:func:`train` is a short sequence of steps, as icefall's ``train.py`` reads: find where to
+resume, resolve the model config, build model and optimizer, make the loaders, then
+:func:`train_one_epoch` (which calls :func:`compute_loss`) and :func:`save_checkpoint` per epoch.
+Device, mixed precision and processes come from :mod:`w2v.runtime.context` (``device``: auto,
+cpu, cuda; ``amp``: none, bf16, fp16; nccl on CUDA, gloo on the CPU); checkpoint files from
+:mod:`w2v.runtime.checkpoints`. Only rank 0 writes checkpoints, ``config.yaml`` and tensorboard.
+
+Checkpoints: ``epoch-N.pt`` at each epoch's end, and with ``save_every_n`` a
+``checkpoint-<step>.pt`` every that many updates, holding the sampler's state: a run resumed from
+it continues the epoch after the batches already seen instead of repeating them. Both keep
+their newest ``keep_last_k``. By default (``start_epoch=0``) a run resumes from the newest
+checkpoint that loads (the ones that do not are named and skipped); stale temporary files of a
+killed write are removed first.
 
 Determinism: every epoch reseeds python/numpy/torch with ``seed + epoch`` and the sampler with
-``set_epoch(epoch)``, so training epochs 1..N in one go equals 1..k, then ``--start-epoch k+1``
-from ``epoch-k.pt`` (model, optimizer and scheduler states restored). Checkpoints are written at
-epoch ends only, so the sampler's stored state is not needed to resume (``set_epoch`` reproduces
-the order); it is kept in the checkpoint for inspection and future mid-epoch checkpoints.
-
-Resume by default (``start_epoch=0``): after the newest ``epoch-N.pt`` that loads; the ones that
-do not are named and skipped. Only the last ``keep_last_k`` epochs are kept.
+``set_epoch(epoch)``, so epochs 1..N in one go equal 1..k, then a resume from ``epoch-k.pt``.
 
 Non-finite losses: a cut whose CTC loss is inf or nan is left out of the update and named in the
 log; an update whose gradient norm is not finite is skipped. ``max_nonfinite_batches`` batches in
 a row with either stop the run with a message (the model has diverged, or the data is broken).
 
-CTC loss: k2 (``k2.ctc_loss`` over a ``DenseFsaVec``, the topology the decoders use); torch's
-agrees to 4e-8 relative and is not measurably faster within a step (numbers in ``ctc.py``);
-``ctc_impl="torch"`` switches.
+CTC loss: k2's (``k2.ctc_loss`` over a ``DenseFsaVec``, the topology the decoders use), or
+torch's (``ctc_impl="torch"``, and on a GPU when the installed k2 has no CUDA: see ``ctc.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-import torch.distributed as dist
 from lhotse import CutSet
 from lhotse.utils import compute_num_frames
 from torch import nn
 
-from w2v.asr.ctc import ctc_loss
+from w2v.asr.ctc import ctc_loss, resolve_ctc_impl
+from w2v.asr.data import cut_text, make_dataloader, model_inputs
 from w2v.asr.frontend import ENCODER_PREFIX, checkpoint_state, load_model_state
-from w2v.asr.data import cut_text, make_dataloader
 from w2v.asr.model import (
     KIND,
     AsrConfig,
@@ -50,11 +52,15 @@ from w2v.asr.model import (
     subsampling_for,
 )
 from w2v.asr.tokens import Tokenizer
+from w2v.runtime import SAMPLE_RATE
 from w2v.runtime.checkpoints import checkpoint_path, keep_last, newest_loadable, remove_stale_temporaries
+from w2v.runtime.context import Runtime, init_runtime
 from w2v.serialization import load as load_file
 from w2v.utils import atomic_torch_save, atomic_write_text, seed_everything
 
 log = logging.getLogger(__name__)
+
+EPOCH, STEP = "epoch", "checkpoint"  # file prefixes: epoch-N.pt, checkpoint-<step>.pt
 
 
 @dataclass
@@ -68,10 +74,15 @@ class TrainConfig:
     token_type: str = "bpe"
     feature_type: str = "fbank"
     num_epochs: int = 30
-    # 0: after the newest epoch-N.pt that loads (1 when there is none); N > 1: from epoch-(N-1).pt
+    # 0: from the newest checkpoint that loads (epoch 1 when there is none); 1: anew;
+    # N > 1: from epoch-(N-1).pt
     start_epoch: int = 0
-    # Keep only the newest k epoch-N.pt (0 = all); decoding averages the last few.
+    # Keep only the newest k epoch-N.pt and checkpoint-<step>.pt (0 = all); decoding averages epochs.
     keep_last_k: int = 0
+    # Also a checkpoint-<step>.pt every this many updates (0 = epoch ends only).
+    save_every_n: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (w2v.runtime.context)
+    amp: str = "none"  # none | bf16 | fp16 (CUDA)
     max_duration: float = 200.0
     num_buckets: int = 10
     spec_augment: bool = True
@@ -107,6 +118,9 @@ def noam_factor(step: int, warmup: int) -> float:
     return min(step / warmup, math.sqrt(warmup / step))
 
 
+# --------------------------------------------------------------------------- data
+
+
 def load_cuts(paths: Sequence[str]) -> CutSet:
     """Eagerly concatenated cuts of several manifests (the mini corpora fit in memory)."""
     if not paths:
@@ -138,7 +152,7 @@ def keep_trainable(cuts: CutSet, tokenizer: Tokenizer, subsampling: int = 4,
     the duration."""
 
     def ok(cut) -> bool:
-        frames = cut.num_frames if frame_shift is None else compute_num_frames(cut.duration, frame_shift, 16000)
+        frames = cut.num_frames if frame_shift is None else compute_num_frames(cut.duration, frame_shift, SAMPLE_RATE)
         n_out = int(subsampled_lengths(torch.tensor(frames), subsampling))
         return n_out >= len(tokenizer.encode([cut_text(cut)])[0]) > 0
 
@@ -149,14 +163,111 @@ def keep_trainable(cuts: CutSet, tokenizer: Tokenizer, subsampling: int = 4,
     return kept
 
 
-def _distributed() -> tuple[int, int]:
-    """(world_size, rank); initialises the gloo group when launched by torchrun."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
-    if dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
+# --------------------------------------------------------------------------- resume
+
+
+@dataclass
+class ResumePoint:
+    """Where training continues: ``epoch`` (1-based), from ``ckpt`` (None: anew)."""
+
+    epoch: int = 1
+    ckpt: Optional[dict] = None
+    path: Optional[Path] = None
+    mid_epoch: bool = False  # ckpt is a checkpoint-<step>.pt inside ``epoch``
+
+
+def _read_ckpt(path: Path) -> dict:
+    ckpt = load_file(path)
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND:
+        raise ValueError(f"{path}: kind {ckpt.get('kind') if isinstance(ckpt, dict) else None!r} is not {KIND!r}")
+    return ckpt
+
+
+def _step_of(ckpt: dict) -> int:
+    return int(ckpt.get("step", ckpt["scheduler"]["last_epoch"]))
+
+
+def find_resume(exp_dir: Path, start_epoch: int) -> ResumePoint:
+    """``start_epoch`` 0: the newest ``epoch-N.pt`` or ``checkpoint-<step>.pt`` that loads (by
+    update count); 1: anew; N > 1: from ``epoch-(N-1).pt``, which must load."""
+    if start_epoch == 1:
+        return ResumePoint()
+    if start_epoch > 1:
+        path = checkpoint_path(exp_dir, start_epoch - 1, EPOCH)
+        if not path.is_file():
+            raise FileNotFoundError(f"--start-epoch {start_epoch} needs {path}")
+        return ResumePoint(start_epoch, _read_ckpt(path), path)
+    at_end = newest_loadable(exp_dir, _read_ckpt, EPOCH)
+    inside = newest_loadable(exp_dir, _read_ckpt, STEP)
+    if inside is not None and (at_end is None or _step_of(inside[2]) > _step_of(at_end[2])):
+        _, path, ckpt = inside
+        point = ResumePoint(int(ckpt["epoch"]), ckpt, path, mid_epoch=True)
+    elif at_end is not None:
+        n, path, ckpt = at_end
+        point = ResumePoint(n + 1, ckpt, path)
+    else:
+        return ResumePoint()
+    log.info("resuming after %s", point.path)
+    return point
+
+
+# --------------------------------------------------------------------------- build
+
+
+def resolve_model_config(train_cfg: TrainConfig, model_cfg: AsrConfig, tokenizer: Tokenizer,
+                         train_cuts: CutSet, resume: ResumePoint) -> tuple[AsrConfig, float, Optional[dict]]:
+    """(model config, input frame shift in seconds, SSL encoder weights to load or None).
+
+    A new model takes the lang dir's token count and the input the training cuts hold (feature
+    dim; 40 ms output frames: ×4 for 10 ms fbank, ×2 for 20 ms SSL features) or the on-the-fly
+    SSL front end's. A resumed model keeps its stored config; the cuts must fit it.
+    """
+    source = " ".join(train_cfg.train_cuts)
+    encoder_state = None
+    if resume.ckpt is not None:
+        model_cfg = AsrConfig.from_dict(resume.ckpt["config"])
+    if resume.ckpt is None and train_cfg.ssl_checkpoint:
+        from w2v.asr.frontend import make_spec
+
+        spec, encoder_state = make_spec(train_cfg.ssl_checkpoint, train_cfg.ssl_layer,
+                                        train_cfg.ssl_finetune, train_cfg.ssl_bf16)
+        model_cfg = AsrConfig.from_dict({**asdict(model_cfg), "ssl": spec})
+    if model_cfg.ssl is not None:
+        feature_dim, frame_shift = model_cfg.ssl["feature_dim"], model_cfg.ssl["frame_shift"]
+    else:
+        feature_dim, frame_shift = feature_shape(train_cuts, source)
+    if resume.ckpt is None:
+        model_cfg = AsrConfig.from_dict({
+            **asdict(model_cfg), "num_tokens": tokenizer.num_tokens,
+            "feature_dim": feature_dim, "subsampling": subsampling_for(frame_shift),
+        })
+    elif (feature_dim, subsampling_for(frame_shift)) != (model_cfg.feature_dim, model_cfg.subsampling):
+        raise ValueError(
+            f"{source}: {feature_dim}-dim features at {frame_shift * 1000:g} ms, but the model in "
+            f"{resume.path} takes {model_cfg.feature_dim}-dim features subsampled ×{model_cfg.subsampling}"
+        )
+    if model_cfg.num_tokens != tokenizer.num_tokens:
+        raise ValueError(
+            f"Model has {model_cfg.num_tokens} outputs but {train_cfg.lang_dir} has "
+            f"{tokenizer.num_tokens} tokens"
+        )
+    return model_cfg, frame_shift, encoder_state
+
+
+def build_optimizer(model: nn.Module, train_cfg: TrainConfig):
+    """Adam with Noam warmup; a fine-tuned SSL encoder in its own group at lr × ssl_lr_scale."""
+    encoder = [p for n, p in model.named_parameters() if n.startswith(ENCODER_PREFIX) and p.requires_grad]
+    encoder_ids = {id(p) for p in encoder}
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]}]
+    if encoder:  # a fine-tuned SSL encoder moves slower than the layers on top
+        groups.append({"params": encoder, "lr": train_cfg.lr * train_cfg.ssl_lr_scale})
+    optimizer = torch.optim.Adam(groups, lr=train_cfg.lr, betas=(0.9, 0.98), eps=1e-9,
+                                 weight_decay=train_cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: noam_factor(step, train_cfg.warmup_steps))
+    return optimizer, scheduler
+
+
+# --------------------------------------------------------------------------- one epoch
 
 
 @dataclass
@@ -167,10 +278,13 @@ class BatchLoss:
     nonfinite: list[str]  # ids of the cuts whose loss is inf or nan
 
 
-def _batch_loss(model: nn.Module, batch: dict, tokenizer: Tokenizer, impl: str) -> BatchLoss:
-    log_probs, out_lens = model(batch["features"], batch["feature_lens"])
-    targets = tokenizer.encode(batch["texts"])
-    losses = ctc_loss(log_probs, out_lens, targets, impl)
+def compute_loss(model: nn.Module, batch: dict, tokenizer: Tokenizer, impl: str, rt: Runtime) -> BatchLoss:
+    """CTC loss of one batch: the network under ``rt``'s mixed precision, the loss in fp32."""
+    inputs, lens = model_inputs(batch)
+    with rt.autocast():
+        log_probs, out_lens = model(inputs.to(rt.device), lens.to(rt.device))
+    log_probs = log_probs.float()
+    losses = ctc_loss(log_probs, out_lens, tokenizer.encode(batch["texts"]), impl)
     finite = torch.isfinite(losses)
     frames = int(out_lens[finite].sum())
     total = losses[finite].sum()
@@ -186,17 +300,16 @@ class NonFiniteGuard:
     def __init__(self, limit: int):
         self.limit, self.in_a_row, self.cuts, self.updates_skipped = limit, 0, 0, 0
 
-    def check(self, epoch: int, i: int, bad_cuts: list[str], grad_norm: float) -> bool:
-        """Log what was non-finite in batch ``i``; returns whether to apply the update."""
-        step_ok = math.isfinite(grad_norm)
+    def check(self, epoch: int, i: int, bad_cuts: list[str], grad_norm: float, stepped: bool) -> None:
+        """Log what was non-finite in batch ``i``; raise after ``limit`` such batches in a row."""
         if bad_cuts:
             self.cuts += len(bad_cuts)
             log.warning("epoch %d batch %d: CTC loss is not finite for %d cut(s), left out: %s",
                         epoch, i, len(bad_cuts), " ".join(bad_cuts[:10]) + (" ..." if len(bad_cuts) > 10 else ""))
-        if not step_ok:
+        if not stepped:
             self.updates_skipped += 1
             log.warning("epoch %d batch %d: gradient norm is %s; update skipped", epoch, i, grad_norm)
-        self.in_a_row = self.in_a_row + 1 if (bad_cuts or not step_ok) else 0
+        self.in_a_row = self.in_a_row + 1 if (bad_cuts or not stepped) else 0
         if self.limit and self.in_a_row >= self.limit:
             raise RuntimeError(
                 f"{self.in_a_row} batches in a row had a non-finite CTC loss or gradient (epoch {epoch}, "
@@ -204,29 +317,99 @@ class NonFiniteGuard:
                 f"The model has diverged (try a lower --lr or more --warmup-steps) or these cuts cannot "
                 f"be aligned to their transcripts; the last good checkpoint is kept"
             )
-        return step_ok
 
 
-def _all_reduce(values: list[float]) -> list[float]:
-    if not dist.is_initialized():
-        return values
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
+@dataclass
+class Loop:
+    """What the steps of one run share (icefall keeps this in ``params``)."""
+
+    cfg: TrainConfig
+    rt: Runtime
+    model: nn.Module  # unwrapped
+    ddp_model: nn.Module  # what the forward pass uses (DDP around ``model`` with several processes)
+    model_cfg: AsrConfig
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    tokenizer: Tokenizer
+    train_dl: torch.utils.data.DataLoader
+    dev_dl: Optional[torch.utils.data.DataLoader]
+    guard: NonFiniteGuard
+    ctc_impl: str
+    writer: object = None  # tensorboard SummaryWriter on rank 0
+    batch_log: object = None
+
+    @property
+    def exp_dir(self) -> Path:
+        return Path(self.cfg.exp_dir)
+
+    @property
+    def step(self) -> int:
+        return self.scheduler.last_epoch
+
+
+def train_one_epoch(loop: Loop, epoch: int) -> float:
+    """One pass over the training batches (the rest of it after a mid-epoch resume); returns
+    the CTC loss per output frame, summed over processes."""
+    cfg, rt = loop.cfg, loop.rt
+    loop.ddp_model.train()
+    total, frames = 0.0, 0
+    batches = iter(loop.train_dl)
+    if cfg.progress and rt.is_main:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc=f"epoch {epoch}", leave=False)
+    for i, batch in enumerate(batches):
+        if cfg.max_batches_per_epoch and i >= cfg.max_batches_per_epoch:
+            break
+        if loop.batch_log is not None:
+            loop.batch_log.write(f"{epoch} {i} {' '.join(batch['cut_ids'])}\n")
+        b = compute_loss(loop.ddp_model, batch, loop.tokenizer, loop.ctc_impl, rt)
+        loop.optimizer.zero_grad(set_to_none=True)
+        rt.backward(b.loss)
+        grad_norm, stepped = rt.clip_and_step(loop.optimizer, loop.model.parameters(), cfg.grad_clip)
+        loop.scheduler.step()
+        loop.guard.check(epoch, i, b.nonfinite, grad_norm, stepped or rt.scaler is not None)
+        total += b.total
+        frames += b.frames
+        if loop.writer is not None and loop.step % 10 == 0:
+            loop.writer.add_scalar("train/loss", b.total / max(b.frames, 1), loop.step)
+            loop.writer.add_scalar("train/lr", loop.scheduler.get_last_lr()[0], loop.step)
+            loop.writer.add_scalar("train/grad_norm", grad_norm, loop.step)
+        if cfg.save_every_n and loop.step % cfg.save_every_n == 0:
+            save_checkpoint(loop, epoch, checkpoint_path(loop.exp_dir, loop.step, STEP))
+    total, frames = rt.all_reduce_sum([total, float(frames)])
+    return total / max(frames, 1.0)
 
 
 @torch.no_grad()
-def compute_dev_loss(model: nn.Module, loader, tokenizer: Tokenizer, impl: str) -> float:
-    """CTC loss per output frame over the dev set (summed over ranks)."""
-    model.eval()
+def compute_dev_loss(loop: Loop) -> float:
+    """CTC loss per output frame over the dev set (summed over processes)."""
+    if loop.dev_dl is None:
+        return float("nan")
+    loop.ddp_model.eval()
     total, frames = 0.0, 0
-    for batch in loader:
-        b = _batch_loss(model, batch, tokenizer, impl)
+    for batch in loop.dev_dl:
+        b = compute_loss(loop.ddp_model, batch, loop.tokenizer, loop.ctc_impl, loop.rt)
         total += b.total
         frames += b.frames
-    model.train()
-    total, frames = _all_reduce([total, float(frames)])
+    loop.ddp_model.train()
+    total, frames = loop.rt.all_reduce_sum([total, float(frames)])
     return total / max(frames, 1.0)
+
+
+def save_checkpoint(loop: Loop, epoch: int, path: Path, **extra) -> None:
+    """Rank 0 writes ``path`` atomically (model, optimizer, scheduler and sampler states), then
+    keeps the newest ``keep_last_k`` files of its kind. Every process waits for it."""
+    if loop.rt.is_main:
+        atomic_torch_save({
+            "model": checkpoint_state(loop.model), "config": asdict(loop.model_cfg), "kind": KIND,
+            "epoch": epoch, "step": loop.step, "optimizer": loop.optimizer.state_dict(),
+            "scheduler": loop.scheduler.state_dict(), "sampler": loop.train_dl.sampler.state_dict(),
+            "grad_scaler": loop.rt.scaler.state_dict() if loop.rt.scaler is not None else None,
+            "train_config": asdict(loop.cfg), **extra,
+        }, path)
+        keep_last(loop.exp_dir, loop.cfg.keep_last_k, path.name.split("-")[0])
+    loop.rt.barrier()
 
 
 def write_config_yaml(path: Path, model_cfg: AsrConfig, train_cfg: TrainConfig) -> None:
@@ -239,31 +422,27 @@ def write_config_yaml(path: Path, model_cfg: AsrConfig, train_cfg: TrainConfig) 
     )
 
 
-def find_resume(exp_dir: Path, start_epoch: int) -> tuple[int, dict | None, Path | None]:
-    """(first epoch to train, the checkpoint to resume from, its path).
+def _log_epoch(loop: Loop, epoch: int, train_loss: float, dev_loss: float, seconds: float) -> None:
+    log.info("epoch %d: train loss %.4f, dev loss %.4f (per frame), lr %.2e, %.1f s",
+             epoch, train_loss, dev_loss, loop.scheduler.get_last_lr()[0], seconds)
+    if loop.guard.cuts or loop.guard.updates_skipped:
+        log.warning("  so far %d cut losses were not finite and %d updates were skipped",
+                    loop.guard.cuts, loop.guard.updates_skipped)
+    frontend = loop.model.frontend
+    weights = []
+    if frontend is not None and frontend.layer_weights is not None:
+        weights = torch.softmax(frontend.layer_weights.detach().float(), 0).tolist()
+        log.info("  SSL layer weights: %s", " ".join(f"L{i + 1} {w:.3f}" for i, w in enumerate(weights)))
+    if loop.writer is not None:
+        loop.writer.add_scalar("epoch/train_loss", train_loss, epoch)
+        loop.writer.add_scalar("epoch/dev_loss", dev_loss, epoch)
+        loop.writer.add_scalar("epoch/nonfinite_cuts", loop.guard.cuts, epoch)
+        for i, w in enumerate(weights):
+            loop.writer.add_scalar(f"ssl_layer_weight/L{i + 1}", w, epoch)
+        loop.writer.flush()
 
-    ``start_epoch`` 0 resumes after the newest ``epoch-N.pt`` that loads, 1 starts anew, N > 1
-    resumes from ``epoch-(N-1).pt`` (which must load).
-    """
-    def read(path: Path) -> dict:
-        ckpt = load_file(path)
-        if not isinstance(ckpt, dict) or ckpt.get("kind") != KIND:
-            raise ValueError(f"{path}: kind {ckpt.get('kind') if isinstance(ckpt, dict) else None!r} is not {KIND!r}")
-        return ckpt
 
-    if start_epoch == 0:
-        found = newest_loadable(exp_dir, read)
-        if found is None:
-            return 1, None, None
-        n, path, ckpt = found
-        log.info("resuming after %s", path)
-        return n + 1, ckpt, path
-    if start_epoch == 1:
-        return 1, None, None
-    path = checkpoint_path(exp_dir, start_epoch - 1)
-    if not path.is_file():
-        raise FileNotFoundError(f"--start-epoch {start_epoch} needs {path}")
-    return start_epoch, read(path), path
+# --------------------------------------------------------------------------- the run
 
 
 @dataclass
@@ -276,205 +455,104 @@ class TrainResult:
     history: dict
 
 
-def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
-    """Train epochs ``start_epoch..num_epochs``; history has ``epoch``, ``train_loss``,
-    ``dev_loss`` (CTC per output frame) and ``seconds`` per epoch.
-
-    ``model_cfg.num_tokens`` is replaced by the lang dir's token count, ``feature_dim`` and
-    ``subsampling`` by what the training cuts hold (40 ms output frames: ×4 for 10 ms fbank, ×2
-    for 20 ms SSL features). When resuming, the model config is the one stored in
-    ``epoch-(start_epoch-1).pt`` and the cuts must match it.
-    """
-    world_size, rank = _distributed()
-    exp_dir = Path(train_cfg.exp_dir)
+def setup(train_cfg: TrainConfig, model_cfg: AsrConfig, rt: Runtime, resume: ResumePoint) -> Loop:
+    """Model, optimizer, loaders and outputs of a run, restored from ``resume``."""
     tokenizer = Tokenizer(train_cfg.lang_dir, train_cfg.token_type)
-
-    if rank == 0:
-        remove_stale_temporaries(exp_dir)
-    start_epoch, resume, resume_path = find_resume(exp_dir, train_cfg.start_epoch)
-    if start_epoch > train_cfg.num_epochs:
-        log.info("%s already holds epoch-%d.pt: nothing to train for --num-epochs %d",
-                 exp_dir, start_epoch - 1, train_cfg.num_epochs)
-        if rank == 0:
-            keep_last(exp_dir, train_cfg.keep_last_k)
-        return TrainResult(model=None, config=AsrConfig.from_dict(resume["config"]),
-                           history={"epoch": [], "train_loss": [], "dev_loss": [], "seconds": []})
-    if resume is not None:
-        model_cfg = AsrConfig.from_dict(resume["config"])
     train_cuts = load_cuts(train_cfg.train_cuts)
-    source = " ".join(train_cfg.train_cuts)
-    encoder_state = None
-    if resume is None and train_cfg.ssl_checkpoint:
-        from w2v.asr.frontend import make_spec
-
-        spec, encoder_state = make_spec(train_cfg.ssl_checkpoint, train_cfg.ssl_layer,
-                                        train_cfg.ssl_finetune, train_cfg.ssl_bf16)
-        feature_dim, frame_shift = spec["feature_dim"], spec["frame_shift"]
-        model_cfg = AsrConfig.from_dict({**asdict(model_cfg), "ssl": spec})
-    elif resume is not None and model_cfg.ssl is not None:
-        feature_dim, frame_shift = model_cfg.ssl["feature_dim"], model_cfg.ssl["frame_shift"]
-    else:
-        feature_dim, frame_shift = feature_shape(train_cuts, source)
-    if resume is None:
-        model_cfg = AsrConfig.from_dict({
-            **asdict(model_cfg), "num_tokens": tokenizer.num_tokens,
-            "feature_dim": feature_dim, "subsampling": subsampling_for(frame_shift),
-        })
-    elif (feature_dim, subsampling_for(frame_shift)) != (model_cfg.feature_dim, model_cfg.subsampling):
-        raise ValueError(
-            f"{source}: {feature_dim}-dim features at {frame_shift * 1000:g} ms, but the model in "
-            f"{resume_path} takes {model_cfg.feature_dim}-dim "
-            f"features subsampled ×{model_cfg.subsampling}"
-        )
-    if model_cfg.num_tokens != tokenizer.num_tokens:
-        raise ValueError(
-            f"Model has {model_cfg.num_tokens} outputs but {train_cfg.lang_dir} has "
-            f"{tokenizer.num_tokens} tokens"
-        )
-
+    model_cfg, frame_shift, encoder_state = resolve_model_config(train_cfg, model_cfg, tokenizer, train_cuts, resume)
     seed_everything(train_cfg.seed)
     model = build_model(model_cfg)
-    encoder_params = [p for n, p in model.named_parameters()
-                      if n.startswith(ENCODER_PREFIX) and p.requires_grad]
-    encoder_ids = {id(p) for p in encoder_params}
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]}]
-    if encoder_params:  # a fine-tuned SSL encoder moves slower than the layers on top
-        groups.append({"params": encoder_params, "lr": train_cfg.lr * train_cfg.ssl_lr_scale})
-    optimizer = torch.optim.Adam(
-        groups, lr=train_cfg.lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=train_cfg.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: noam_factor(step, train_cfg.warmup_steps)
-    )
     if encoder_state is not None:
         model.frontend.encoder.load_state_dict(encoder_state)
     if not train_cfg.spec_augment:
         model.spec_augment = None
-    if resume is not None:
-        load_model_state(model, resume["model"], str(resume_path))
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-    ddp_model: nn.Module = model
-    if world_size > 1:
-        # A fine-tuned encoder has weights that a chosen layer never reaches (later blocks, the
-        # mask embedding): DDP must not wait for their gradients.
-        tuned = model_cfg.ssl is not None and model_cfg.ssl["finetune"]
-        ddp_model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=tuned)
+    optimizer, scheduler = build_optimizer(model, train_cfg)
+    if resume.ckpt is not None:
+        load_model_state(model, resume.ckpt["model"], str(resume.path))
+    model.to(rt.device)
+    if resume.ckpt is not None:  # after the move: the optimizer state follows the parameters' device
+        optimizer.load_state_dict(resume.ckpt["optimizer"])
+        scheduler.load_state_dict(resume.ckpt["scheduler"])
+        if rt.scaler is not None and resume.ckpt.get("grad_scaler"):
+            rt.scaler.load_state_dict(resume.ckpt["grad_scaler"])
+    # A fine-tuned encoder has weights that a chosen layer never reaches (later blocks, the mask
+    # embedding): DDP must not wait for their gradients.
+    tuned = model_cfg.ssl is not None and model_cfg.ssl["finetune"]
+    ddp_model = rt.wrap(model, find_unused_parameters=tuned)
 
     audio = model_cfg.ssl is not None
-    train_cuts = keep_trainable(train_cuts, tokenizer, model_cfg.subsampling,
-                                frame_shift if audio else None)
+    train_cuts = keep_trainable(train_cuts, tokenizer, model_cfg.subsampling, frame_shift if audio else None)
     train_dl = make_dataloader(
-        train_cuts, train=True, max_duration=train_cfg.max_duration,
-        num_buckets=train_cfg.num_buckets, spec_augment=train_cfg.spec_augment,
-        world_size=world_size, rank=rank, num_workers=train_cfg.num_workers, seed=train_cfg.seed,
-        audio=audio,
+        train_cuts, train=True, max_duration=train_cfg.max_duration, num_buckets=train_cfg.num_buckets,
+        spec_augment=train_cfg.spec_augment, world_size=rt.world_size, rank=rt.rank,
+        num_workers=train_cfg.num_workers, seed=train_cfg.seed, audio=audio,
     )
     dev_dl = None
     if train_cfg.dev_cuts:
         dev_dl = make_dataloader(
             load_cuts(train_cfg.dev_cuts), train=False, max_duration=train_cfg.max_duration,
-            world_size=world_size, rank=rank, num_workers=train_cfg.num_workers, audio=audio,
+            world_size=rt.world_size, rank=rt.rank, num_workers=train_cfg.num_workers, audio=audio,
         )
-
-    writer = None
-    if rank == 0:
+    loop = Loop(train_cfg, rt, model, ddp_model, model_cfg, optimizer, scheduler, tokenizer, train_dl,
+                dev_dl, NonFiniteGuard(train_cfg.max_nonfinite_batches),
+                resolve_ctc_impl(train_cfg.ctc_impl, rt.device))
+    exp_dir = loop.exp_dir
+    if rt.is_main:
         exp_dir.mkdir(parents=True, exist_ok=True)
         write_config_yaml(exp_dir / "config.yaml", model_cfg, train_cfg)
         log.info("Model %s: %.2fM parameters, %s", KIND, num_parameters(model) / 1e6, model_cfg)
         if train_cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(exp_dir / "tensorboard"))
-    batch_log = None
+            loop.writer = SummaryWriter(str(exp_dir / "tensorboard"))
     if train_cfg.log_batches:
         exp_dir.mkdir(parents=True, exist_ok=True)
-        batch_log = open(exp_dir / f"batches.rank{rank}.txt", "a", encoding="utf-8")
+        loop.batch_log = open(exp_dir / f"batches.rank{rt.rank}.txt", "a", encoding="utf-8")
+    return loop
 
+
+def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
+    """Train up to epoch ``num_epochs``; history has ``epoch``, ``train_loss``, ``dev_loss``
+    (CTC per output frame) and ``seconds`` per epoch trained by this call.
+
+    ``model_cfg`` describes a new model (:func:`resolve_model_config`); a resumed run keeps the
+    config stored in its checkpoint.
+    """
+    rt = init_runtime(train_cfg.device, train_cfg.amp)
+    exp_dir = Path(train_cfg.exp_dir)
+    if rt.is_main:
+        for prefix in (EPOCH, STEP):
+            remove_stale_temporaries(exp_dir, prefix)
+    resume = find_resume(exp_dir, train_cfg.start_epoch)
     history: dict[str, list] = {"epoch": [], "train_loss": [], "dev_loss": [], "seconds": []}
-    guard = NonFiniteGuard(train_cfg.max_nonfinite_batches)
+    if resume.epoch > train_cfg.num_epochs:
+        log.info("%s already holds epoch-%d.pt: nothing to train for --num-epochs %d",
+                 exp_dir, resume.epoch - 1, train_cfg.num_epochs)
+        if rt.is_main:
+            keep_last(exp_dir, train_cfg.keep_last_k, EPOCH)
+        return TrainResult(model=None, config=AsrConfig.from_dict(resume.ckpt["config"]), history=history)
+    loop = setup(train_cfg, model_cfg, rt, resume)
+    if resume.mid_epoch:  # continue the epoch after the batches already seen
+        loop.train_dl.sampler.load_state_dict(dict(resume.ckpt["sampler"]))
     try:
-        for epoch in range(start_epoch, train_cfg.num_epochs + 1):
+        for epoch in range(resume.epoch, train_cfg.num_epochs + 1):
             seed_everything(train_cfg.seed + epoch)
-            train_dl.sampler.set_epoch(epoch)
-            ddp_model.train()
+            if not (resume.mid_epoch and epoch == resume.epoch):
+                loop.train_dl.sampler.set_epoch(epoch)
             start = time.time()
-            total, frames = 0.0, 0
-            batches = iter(train_dl)
-            if train_cfg.progress and rank == 0:
-                from tqdm import tqdm
-
-                batches = tqdm(batches, desc=f"epoch {epoch}", leave=False)
-            for i, batch in enumerate(batches):
-                if train_cfg.max_batches_per_epoch and i >= train_cfg.max_batches_per_epoch:
-                    break
-                if batch_log is not None:
-                    batch_log.write(f"{epoch} {i} {' '.join(batch['cut_ids'])}\n")
-                b = _batch_loss(ddp_model, batch, tokenizer, train_cfg.ctc_impl)
-                optimizer.zero_grad(set_to_none=True)
-                b.loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-                if guard.check(epoch, i, b.nonfinite, float(grad_norm)):
-                    optimizer.step()
-                scheduler.step()
-                total += b.total
-                frames += b.frames
-                step = scheduler.last_epoch
-                if writer is not None and step % 10 == 0:
-                    writer.add_scalar("train/loss", b.total / max(b.frames, 1), step)
-                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-                    writer.add_scalar("train/grad_norm", float(grad_norm), step)
-            total, frames = _all_reduce([total, float(frames)])
-            train_loss = total / max(frames, 1.0)
-            dev_loss = (
-                compute_dev_loss(ddp_model, dev_dl, tokenizer, train_cfg.ctc_impl)
-                if dev_dl is not None else float("nan")
-            )
+            train_loss = train_one_epoch(loop, epoch)
+            dev_loss = compute_dev_loss(loop)
             seconds = time.time() - start
-            history["epoch"].append(epoch)
-            history["train_loss"].append(train_loss)
-            history["dev_loss"].append(dev_loss)
-            history["seconds"].append(seconds)
-            if rank == 0:
-                log.info(
-                    "epoch %d: train loss %.4f, dev loss %.4f (per frame), lr %.2e, %.1f s",
-                    epoch, train_loss, dev_loss, scheduler.get_last_lr()[0], seconds,
-                )
-                if guard.cuts or guard.updates_skipped:
-                    log.warning("  so far %d cut losses were not finite and %d updates were skipped",
-                                guard.cuts, guard.updates_skipped)
-                weights = None
-                if model.frontend is not None and model.frontend.layer_weights is not None:
-                    weights = torch.softmax(model.frontend.layer_weights.detach(), 0).tolist()
-                    log.info("  SSL layer weights: %s", " ".join(f"L{i + 1} {w:.3f}" for i, w in enumerate(weights)))
-                if writer is not None:
-                    writer.add_scalar("epoch/train_loss", train_loss, epoch)
-                    writer.add_scalar("epoch/dev_loss", dev_loss, epoch)
-                    writer.add_scalar("epoch/nonfinite_cuts", guard.cuts, epoch)
-                    for i, w in enumerate(weights or []):
-                        writer.add_scalar(f"ssl_layer_weight/L{i + 1}", w, epoch)
-                    writer.flush()
-                atomic_torch_save(
-                    {
-                        "model": checkpoint_state(model),
-                        "config": asdict(model_cfg),
-                        "kind": KIND,
-                        "epoch": epoch,
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "sampler": train_dl.sampler.state_dict(),
-                        "train_config": asdict(train_cfg),
-                        "train_loss": train_loss,
-                        "dev_loss": dev_loss,
-                    },
-                    checkpoint_path(exp_dir, epoch),
-                )
-                keep_last(exp_dir, train_cfg.keep_last_k)
-            if dist.is_initialized():
-                dist.barrier()
+            for key, value in (("epoch", epoch), ("train_loss", train_loss), ("dev_loss", dev_loss),
+                               ("seconds", seconds)):
+                history[key].append(value)
+            if rt.is_main:
+                _log_epoch(loop, epoch, train_loss, dev_loss, seconds)
+            save_checkpoint(loop, epoch, checkpoint_path(exp_dir, epoch, EPOCH),
+                            train_loss=train_loss, dev_loss=dev_loss)
     finally:
-        if writer is not None:
-            writer.close()
-        if batch_log is not None:
-            batch_log.close()
-    return TrainResult(model=model, config=model_cfg, history=history)
+        if loop.writer is not None:
+            loop.writer.close()
+        if loop.batch_log is not None:
+            loop.batch_log.close()
+    return TrainResult(model=loop.model, config=loop.model_cfg, history=history)

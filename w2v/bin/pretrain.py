@@ -58,6 +58,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", type=str2bool, default=d.progress and sys.stderr.isatty())
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
     p.add_argument("--bf16", type=str2bool, default=d.bf16, help="forward + loss under bf16 autocast")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default=d.amp,
+                   help="mixed precision (fp16: CUDA, with a gradient scaler); --bf16 true is --amp bf16")
     p.add_argument("--vq-quantizer", choices=["gumbel", "kmeans"], default=d.vq_quantizer)
     p.add_argument("--num-clusters", type=int, default=d.num_clusters)
     p.add_argument("--kmeans", dest="kmeans_path", default=None, help="existing k-means centroids (HuBERT/WavLM)")

@@ -8,7 +8,9 @@ Usage:
   # resume:                      rerun the same command (after the newest epoch-N.pt that loads)
   # resume after epoch 5 exactly: ... --start-epoch 6;  start anew: ... --start-epoch 1
   # 2 processes (gloo, CPU):      torchrun --nproc_per_node 2 -m w2v.bin.train ...
-  # model size:                   ... --d-model 144 --num-layers 4 --ffn-dim 576
+  # 8 GPUs, 2 nodes, bf16:         torchrun --nnodes 2 --node-rank R --master-addr H --master-port P \
+  #                                  --nproc_per_node 4 -m w2v.bin.train ... --device cuda --amp bf16
+  # model size:                   ... --model-size large  (or single values: --d-model 144 --num-layers 4)
   # SSL front end on the audio:   ... --ssl-checkpoint exp/ssl_wav2vec2 --ssl-layer 0 [--ssl-finetune true]
 
 Writes exp_dir/epoch-N.pt every epoch (the last --keep-last-k kept), exp_dir/config.yaml and
@@ -22,7 +24,7 @@ import logging
 import sys
 from dataclasses import fields
 
-from w2v.asr.model import AsrConfig
+from w2v.asr.model import MODEL_SIZES, AsrConfig, model_config
 from w2v.asr.train import TrainConfig, train
 from w2v.utils import setup_logging, str2bool
 
@@ -43,7 +45,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--start-epoch", type=int, default=t.start_epoch,
                    help="0: after the newest exp_dir/epoch-N.pt that loads; 1: anew; N: from epoch-(N-1).pt")
     p.add_argument("--keep-last-k", type=int, default=t.keep_last_k,
-                   help="keep only the newest k epoch-N.pt (0: all)")
+                   help="keep only the newest k epoch-N.pt and checkpoint-<step>.pt (0: all)")
+    p.add_argument("--save-every-n", type=int, default=t.save_every_n,
+                   help="also write checkpoint-<step>.pt every N updates (resumes inside the epoch)")
+    p.add_argument("--device", default=t.device, help="auto | cpu | cuda | cuda:N (auto: cuda:LOCAL_RANK when there is one)")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default=t.amp,
+                   help="mixed precision of the forward pass (fp16: CUDA, with a gradient scaler)")
     p.add_argument("--max-duration", type=float, default=t.max_duration,
                    help="seconds of audio per batch and rank")
     p.add_argument("--num-buckets", type=int, default=t.num_buckets)
@@ -72,11 +79,14 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", type=str2bool, default=t.progress and sys.stderr.isatty())
     m = AsrConfig()
     g = p.add_argument_group("model (ignored when resuming: the checkpoint's config is used)")
+    g.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="demo",
+                   help="preset: demo 2.2M, medium 32.8M (wenet AISHELL), large 80.3M (icefall LibriSpeech); "
+                        "the options below change single values of it")
     for f in fields(AsrConfig):
         if f.name in ("num_tokens", "feature_dim", "subsampling", "ssl"):  # from lang dir / cuts / --ssl-*
             continue
-        g.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(m, f.name)),
-                       default=getattr(m, f.name))
+        kind = type(getattr(m, f.name))
+        g.add_argument(f"--{f.name.replace('_', '-')}", type=str2bool if kind is bool else kind, default=None)
     return p
 
 
@@ -84,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     args = vars(get_parser().parse_args(argv))
     model_names = {f.name for f in fields(AsrConfig)}
-    model_cfg = AsrConfig(**{k: v for k, v in args.items() if k in model_names})
+    size = args.pop("model_size")
+    model_cfg = model_config(size, **{k: v for k, v in args.items() if k in model_names and v is not None})
     train_cfg = TrainConfig(**{k: v for k, v in args.items() if k not in model_names})
     result = train(train_cfg, model_cfg)
     h = result.history

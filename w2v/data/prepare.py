@@ -40,8 +40,8 @@ from w2v.data.layout import (  # noqa: F401  (part lists and MissingPartError ar
     missing_parts_message,
     part_dir as _part_dir,
 )
+from w2v.runtime import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 _RATE_REASON = "sample rate "
 
 

@@ -29,8 +29,8 @@ import torchaudio
 from tqdm import tqdm
 
 from w2v.data.text import LANGUAGES
+from w2v.runtime import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 FINGERPRINT = ".w2v-synth.json"
 LAYOUTS = {"librispeech": "english", "aishell": "mandarin"}
 # Seconds of speech per part for the named sizes (train, dev, test).

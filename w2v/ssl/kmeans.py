@@ -15,6 +15,7 @@ import torchaudio
 from torch import Tensor
 
 from w2v import serialization
+from w2v.runtime import SAMPLE_RATE
 from w2v.utils import atomic_torch_save
 
 
@@ -114,7 +115,7 @@ def fit_kmeans(
     return model
 
 
-def mfcc_features(waveform: Tensor, sample_rate: int = 16000, frame_shift_ms: float = 10.0, num_ceps: int = 13) -> Tensor:
+def mfcc_features(waveform: Tensor, sample_rate: int = SAMPLE_RATE, frame_shift_ms: float = 10.0, num_ceps: int = 13) -> Tensor:
     """Kaldi-compatible MFCC with deltas and delta-deltas.
 
     Args:
@@ -144,7 +145,7 @@ def mfcc_features(waveform: Tensor, sample_rate: int = 16000, frame_shift_ms: fl
 class MfccLabeler:
     """Frame labels from MFCC k-means, at ``frame_shift_ms`` per label (iteration 1)."""
 
-    def __init__(self, kmeans: KMeans, frame_shift_ms: float = 20.0, sample_rate: int = 16000) -> None:
+    def __init__(self, kmeans: KMeans, frame_shift_ms: float = 20.0, sample_rate: int = SAMPLE_RATE) -> None:
         self.kmeans = kmeans
         self.frame_shift_ms = frame_shift_ms
         self.sample_rate = sample_rate

@@ -8,26 +8,26 @@ from the newest checkpoint in its exp dir.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import logging
 import math
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import torch.distributed as dist
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from w2v import serialization
-from w2v.runtime import checkpoints
+from w2v.runtime import SAMPLE_RATE, checkpoints
+from w2v.runtime.context import Runtime, init_runtime
 from w2v.ssl.kmeans import KMeans, LayerLabeler, MfccLabeler, fit_kmeans, mfcc_features
 from w2v.ssl.pretraining import (
     Data2VecPretrainConfig,
@@ -46,7 +46,6 @@ from w2v.utils import atomic_torch_save, atomic_write_text, seed_everything
 log = logging.getLogger(__name__)
 
 SSL_MODELS = ("wav2vec", "vq_wav2vec", "wav2vec2", "data2vec", "hubert", "wavlm")
-SAMPLE_RATE = 16000
 
 
 @dataclass
@@ -75,6 +74,7 @@ class PretrainConfig:
     # Forward and loss under bf16 autocast (weights, optimizer and gradients stay fp32). On CPUs
     # with AVX512-BF16 the matrix multiplies run ~4x faster than fp32.
     bf16: bool = False
+    amp: str = "none"  # none | bf16 | fp16 (CUDA, with a gradient scaler); bf16=True is amp="bf16"
     progress: bool = True
     vq_quantizer: str = "gumbel"  # vq_wav2vec only
     num_clusters: int = 100  # hubert / wavlm: MFCC k-means clusters
@@ -307,24 +307,6 @@ def list_checkpoints(exp_dir: str | Path) -> list[tuple[int, Path]]:
 # the loop
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
-
-
-def _distributed(device: torch.device) -> tuple[int, int]:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
-
-
 def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warmup to 1, then linear decay to 0 at ``total`` (fairseq's polynomial decay, power 1)."""
     if warmup > 0 and step < warmup:
@@ -343,190 +325,210 @@ class PretrainResult:
     last_checkpoint: Path | None
 
 
+def make_labeler(cfg: PretrainConfig, cuts: CutSet, rt: Runtime, exp_dir: Path):
+    """HuBERT / WavLM targets: k-means of MFCCs, or of a layer of ``label_checkpoint`` (fitted
+    once by rank 0 into ``exp_dir/kmeans.pt``, or ``kmeans_path``); None for the other families."""
+    if cfg.ssl_model not in ("hubert", "wavlm"):
+        return None
+    km_path = Path(cfg.kmeans_path) if cfg.kmeans_path else exp_dir / "kmeans.pt"
+    teacher = None
+    if cfg.label_checkpoint:
+        from w2v.models import load_pretrained
+
+        teacher, _ = load_pretrained(cfg.label_checkpoint)
+        teacher = teacher.to(rt.device)
+    if rt.is_main and not km_path.is_file():
+        if teacher is None:
+            km = fit_mfcc_kmeans(cuts, cfg.num_clusters, cfg.kmeans_max_cuts, cfg.crop_seconds, cfg.seed)
+        else:
+            km = fit_layer_kmeans(teacher, cfg.label_layer, cuts, cfg.num_clusters, cfg.kmeans_max_cuts,
+                                  cfg.crop_seconds, cfg.seed)
+        km.save(km_path)
+    rt.barrier()
+    if teacher is None:
+        return MfccLabeler(KMeans.load(km_path), frame_shift_ms=20.0)
+    return LayerLabeler(teacher, cfg.label_layer - 1, KMeans.load(km_path))
+
+
+@dataclass
+class Pretraining:
+    """What the steps of one pretraining run share."""
+
+    cfg: PretrainConfig
+    rt: Runtime
+    exp_dir: Path
+    pretrainer: nn.Module
+    model: nn.Module  # DDP around ``pretrainer`` with several processes
+    params: list
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    step: int = 0
+    epoch: int = 0
+    last: Path | None = None  # the newest checkpoint written or resumed from
+
+
+def resume(run: Pretraining) -> None:
+    """Continue from the newest ``checkpoint-<step>.pt`` that loads (at the next epoch)."""
+    if run.rt.is_main:
+        checkpoints.remove_stale_temporaries(run.exp_dir, CKPT_PREFIX)
+    found = checkpoints.newest_loadable(run.exp_dir, serialization.load, CKPT_PREFIX)
+    if found is None:
+        return
+    _, path, ckpt = found
+    if ckpt.get("ssl_model") != run.cfg.ssl_model:
+        raise ValueError(f"{path} is a {ckpt.get('ssl_model')!r} run, not {run.cfg.ssl_model!r}")
+    run.pretrainer.load_state_dict(ckpt["pretrainer"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.step, run.epoch, run.last = int(ckpt["step"]), int(ckpt["epoch"]) + 1, path
+    run.pretrainer.set_num_updates(run.step)
+    log.info("Resumed from %s (step %d)", path, run.step)
+
+
+def save_checkpoint(run: Pretraining) -> Path:
+    """``checkpoint-<step>.pt``: the encoder as ``load_pretrained`` reads it, plus what resuming needs."""
+    path = checkpoints.checkpoint_path(run.exp_dir, run.step, CKPT_PREFIX)
+    atomic_torch_save(
+        {
+            "model": run.pretrainer.encoder.state_dict(),
+            "config": run.pretrainer.encoder_config_dict(),
+            "kind": run.pretrainer.encoder_kind,
+            "ssl_model": run.cfg.ssl_model,
+            "step": run.step,
+            "epoch": run.epoch,
+            "pretrainer": run.pretrainer.state_dict(),
+            "objective": dataclasses.asdict(run.pretrainer.config),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "train_config": dataclasses.asdict(run.cfg),
+        },
+        path,
+    )
+    checkpoints.keep_last(run.exp_dir, run.cfg.keep_last, CKPT_PREFIX)
+    run.last = path
+    return path
+
+
+def write_run_config(run: Pretraining) -> None:
+    atomic_write_text(
+        run.exp_dir / "config.json",
+        json.dumps(
+            {
+                "train": dataclasses.asdict(run.cfg),
+                "kind": run.pretrainer.encoder_kind,
+                "encoder": run.pretrainer.encoder_config_dict(),
+                "objective": dataclasses.asdict(run.pretrainer.config),
+            },
+            indent=2,
+            default=list,
+        ),
+    )
+    n_params = sum(p.numel() for p in run.pretrainer.encoder.parameters())
+    log.info("%s/%s: encoder %.2fM parameters", run.cfg.ssl_model, run.cfg.size, n_params / 1e6)
+
+
+def setup(cfg: PretrainConfig) -> tuple[Pretraining, CutSet]:
+    rt = init_runtime(cfg.device, "bf16" if cfg.bf16 else cfg.amp)
+    exp_dir = Path(cfg.exp_dir)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    cuts = load_cuts(cfg.cuts, cfg.min_seconds)
+    pretrainer = build_pretrainer(cfg, make_labeler(cfg, cuts, rt, exp_dir)).to(rt.device)
+    params = [p for p in pretrainer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=cfg.weight_decay)
+    warmup = cfg.warmup_steps if cfg.warmup_steps >= 0 else int(0.08 * cfg.num_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, cfg.num_steps))
+    # Objectives leave some weights without a gradient in a step (masked-only paths, quantizers).
+    run = Pretraining(cfg, rt, exp_dir, pretrainer, rt.wrap(pretrainer, find_unused_parameters=True),
+                      params, optimizer, scheduler)
+    return run, cuts
+
+
+def train_one_epoch(run: Pretraining, loader: DataLoader, history: list[dict], writer, bar) -> int:
+    """Updates until the loader is exhausted or ``num_steps`` is reached; returns the batches read."""
+    cfg, rt = run.cfg, run.rt
+    micro, batches, acc = 0, 0, {}
+    for batch in loader:
+        if run.step >= cfg.num_steps:
+            break
+        batches += 1
+        micro += 1
+        boundary = micro % cfg.accum_grad == 0
+        ctx = run.model.no_sync() if (rt.world_size > 1 and not boundary) else contextlib.nullcontext()
+        with ctx:
+            with rt.autocast():
+                out: PretrainOutput = run.model(batch["waveforms"].to(rt.device), batch["lengths"].to(rt.device))
+            rt.backward(out.loss.float() / cfg.accum_grad)
+        for name in _STATS:
+            value = getattr(out, name)
+            value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+            acc[name] = acc.get(name, 0.0) + value / cfg.accum_grad
+        if not boundary:
+            continue
+        grad_norm, _ = rt.clip_and_step(run.optimizer, run.params, cfg.grad_clip)
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.step += 1
+        run.pretrainer.after_update(run.step)
+        record = {"step": run.step, **acc, "lr": run.scheduler.get_last_lr()[0], "grad_norm": grad_norm}
+        acc = {}
+        history.append(record)
+        if rt.is_main:
+            _log_update(run, record, writer, bar)
+            if run.step % cfg.save_every == 0:
+                save_checkpoint(run)
+    return batches
+
+
+def _log_update(run: Pretraining, record: dict, writer, bar) -> None:
+    step, cfg = run.step, run.cfg
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}")
+    if writer is not None and (step % cfg.log_interval == 0 or step == 1):
+        for name, value in record.items():
+            if name != "step" and math.isfinite(value):
+                writer.add_scalar(f"train/{name}", value, step)
+    if step % cfg.log_interval == 0:
+        log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
+
+
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
-    """Run (or resume) pretraining up to ``cfg.num_steps`` optimizer updates."""
+    """Run (or resume) pretraining up to ``cfg.num_steps`` optimizer updates, on ``cfg.device``,
+    in one process or one per rank under torchrun (w2v.runtime.context)."""
     if cfg.ssl_model not in SSL_MODELS:
         raise ValueError(f"Unknown ssl model {cfg.ssl_model!r}; expected one of {SSL_MODELS}")
     if not cfg.cuts:
         raise ValueError("No cut manifests given")
     cfg = dataclasses.replace(cfg, lr=default_lr(cfg))
-    device = _resolve_device(cfg.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    world_size, rank = _distributed(device)
-    exp_dir = Path(cfg.exp_dir)
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
-    cuts = load_cuts(cfg.cuts, cfg.min_seconds)
-
-    labeler = None
-    if cfg.ssl_model in ("hubert", "wavlm"):
-        km_path = Path(cfg.kmeans_path) if cfg.kmeans_path else exp_dir / "kmeans.pt"
-        teacher = None
-        if cfg.label_checkpoint:
-            from w2v.models import load_pretrained
-
-            teacher, _ = load_pretrained(cfg.label_checkpoint)
-            teacher = teacher.to(device)
-        if rank == 0 and not km_path.is_file():
-            if teacher is None:
-                km = fit_mfcc_kmeans(cuts, cfg.num_clusters, cfg.kmeans_max_cuts, cfg.crop_seconds, cfg.seed)
-            else:
-                km = fit_layer_kmeans(
-                    teacher, cfg.label_layer, cuts, cfg.num_clusters, cfg.kmeans_max_cuts, cfg.crop_seconds, cfg.seed
-                )
-            km.save(km_path)
-        if dist.is_initialized():
-            dist.barrier()
-        if teacher is None:
-            labeler = MfccLabeler(KMeans.load(km_path), frame_shift_ms=20.0)
-        else:
-            labeler = LayerLabeler(teacher, cfg.label_layer - 1, KMeans.load(km_path))
-
-    pretrainer = build_pretrainer(cfg, labeler).to(device)
-    params = [p for p in pretrainer.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=cfg.weight_decay)
-    warmup = cfg.warmup_steps if cfg.warmup_steps >= 0 else int(0.08 * cfg.num_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, cfg.num_steps))
-
-    step, epoch = 0, 0
-    if rank == 0:
-        checkpoints.remove_stale_temporaries(exp_dir, CKPT_PREFIX)
-    found = checkpoints.newest_loadable(exp_dir, serialization.load, CKPT_PREFIX)
-    resume = found[1] if found else None
-    if found is not None:
-        ckpt = found[2]
-        if ckpt.get("ssl_model") != cfg.ssl_model:
-            raise ValueError(f"{resume} is a {ckpt.get('ssl_model')!r} run, not {cfg.ssl_model!r}")
-        pretrainer.load_state_dict(ckpt["pretrainer"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        step, epoch = int(ckpt["step"]), int(ckpt["epoch"]) + 1
-        pretrainer.set_num_updates(step)
-        if rank == 0:
-            log.info("Resumed from %s (step %d)", resume, step)
-
-    if rank == 0:
-        atomic_write_text(
-            exp_dir / "config.json",
-            json.dumps(
-                {
-                    "train": dataclasses.asdict(cfg),
-                    "kind": pretrainer.encoder_kind,
-                    "encoder": pretrainer.encoder_config_dict(),
-                    "objective": dataclasses.asdict(pretrainer.config),
-                },
-                indent=2,
-                default=list,
-            ),
-        )
-        n_params = sum(p.numel() for p in pretrainer.encoder.parameters())
-        log.info("%s/%s: encoder %.2fM parameters", cfg.ssl_model, cfg.size, n_params / 1e6)
-
-    model: nn.Module = pretrainer
-    if world_size > 1:
-        model = nn.parallel.DistributedDataParallel(
-            pretrainer, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-        )
-    loader = make_dataloader(cuts, cfg, world_size, rank)
-
-    writer = None
-    if rank == 0 and cfg.tensorboard:
+    run, cuts = setup(cfg)
+    resume(run)
+    if run.rt.is_main:
+        write_run_config(run)
+    loader = make_dataloader(cuts, cfg, run.rt.world_size, run.rt.rank)
+    writer = bar = None
+    if run.rt.is_main and cfg.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(exp_dir / "tensorboard"))
-    bar = None
-    if rank == 0 and cfg.progress:
+        writer = SummaryWriter(str(run.exp_dir / "tensorboard"))
+    if run.rt.is_main and cfg.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.num_steps, initial=step, desc=f"pretrain {cfg.ssl_model}", leave=False)
-
-    def save() -> Path:
-        path = checkpoints.checkpoint_path(exp_dir, step, CKPT_PREFIX)
-        atomic_torch_save(
-            {
-                "model": pretrainer.encoder.state_dict(),
-                "config": pretrainer.encoder_config_dict(),
-                "kind": pretrainer.encoder_kind,
-                "ssl_model": cfg.ssl_model,
-                "step": step,
-                "epoch": epoch,
-                "pretrainer": pretrainer.state_dict(),
-                "objective": dataclasses.asdict(pretrainer.config),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "train_config": dataclasses.asdict(cfg),
-            },
-            path,
-        )
-        checkpoints.keep_last(exp_dir, cfg.keep_last, CKPT_PREFIX)
-        return path
-
+        bar = tqdm(total=cfg.num_steps, initial=run.step, desc=f"pretrain {cfg.ssl_model}", leave=False)
     history: list[dict] = []
-    last: Path | None = resume
-    pretrainer.train()
-    micro = 0
-    acc: dict[str, float] = {}
+    run.pretrainer.train()
     try:
-        while step < cfg.num_steps:
-            loader.sampler.set_epoch(epoch)
-            batches_this_epoch = 0
-            for batch in loader:
-                if step >= cfg.num_steps:
-                    break
-                batches_this_epoch += 1
-                micro += 1
-                boundary = micro % cfg.accum_grad == 0
-                ctx = model.no_sync() if (world_size > 1 and not boundary) else _nullcontext()
-                with ctx:
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                        out: PretrainOutput = model(batch["waveforms"].to(device), batch["lengths"].to(device))
-                    (out.loss.float() / cfg.accum_grad).backward()
-                for name in _STATS:
-                    value = getattr(out, name)
-                    value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
-                    acc[name] = acc.get(name, 0.0) + value / cfg.accum_grad
-                if not boundary:
-                    continue
-                grad_norm = float(nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                pretrainer.after_update(step)
-                record = {"step": step, **acc, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm}
-                acc = {}
-                history.append(record)
-                if rank == 0:
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}")
-                    if writer is not None and (step % cfg.log_interval == 0 or step == 1):
-                        for name, value in record.items():
-                            if name != "step" and math.isfinite(value):
-                                writer.add_scalar(f"train/{name}", value, step)
-                    if step % cfg.log_interval == 0:
-                        log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step"))
-                    if step % cfg.save_every == 0:
-                        last = save()
-            if batches_this_epoch == 0 and step < cfg.num_steps:
+        while run.step < cfg.num_steps:
+            loader.sampler.set_epoch(run.epoch)
+            if train_one_epoch(run, loader, history, writer, bar) == 0 and run.step < cfg.num_steps:
                 raise ValueError(f"No batches from {list(cfg.cuts)} (all cuts shorter than {cfg.min_seconds} s?)")
-            epoch += 1
-        if rank == 0 and last != checkpoints.checkpoint_path(exp_dir, step, CKPT_PREFIX):
-            last = save()
-        if dist.is_initialized():
-            dist.barrier()
+            run.epoch += 1
+        if run.rt.is_main and run.last != checkpoints.checkpoint_path(run.exp_dir, run.step, CKPT_PREFIX):
+            save_checkpoint(run)
+        run.rt.barrier()
     finally:
         if bar is not None:
             bar.close()
         if writer is not None:
             writer.close()
-    return PretrainResult(pretrainer, history, last)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+    return PretrainResult(run.pretrainer, history, run.last)
