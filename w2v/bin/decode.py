@@ -26,6 +26,7 @@ from typing import Iterable, Iterator
 
 import torch
 
+from w2v.asr.data import model_inputs
 from w2v.decode.ctc import (
     DEFAULT_LM_SCALES,
     METHODS,
@@ -63,9 +64,22 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--nbest-scale", type=float, default=0.5)
     p.add_argument("--blank-skip-threshold", type=float, default=None,
                    help="e.g. 0.999: shrink confident-blank runs to one frame before the search")
+    # Memory bounds for output that matches nothing (early checkpoints, unseen audio); 'none' lifts one.
+    bounds = SearchOptions()
+    p.add_argument("--search-frames", type=_int_or_none, default=bounds.search_frames,
+                   help="frames of network output per k2 search: a batch is searched a few cuts at a time")
+    p.add_argument("--max-arcs-per-frame", type=_int_or_none, default=bounds.max_arcs_per_frame,
+                   help="a cut's lattice beyond this many arcs per frame is pruned (with a warning)")
+    p.add_argument("--max-product-arcs", type=_int_or_none, default=bounds.max_product_arcs,
+                   help="arcs one n-best or whole-lattice intersection may build; a cut needing "
+                        "more is pruned (with a warning) and retried")
     p.add_argument("--metric", choices=["auto", "wer", "cer"], default="auto",
                    help="auto: cer when the lang dir has no bpe.model")
     return p
+
+
+def _int_or_none(value: str) -> int | None:
+    return None if value.lower() == "none" else int(value)
 
 
 def parse_methods(values: Iterable[str]) -> list[str]:
@@ -93,7 +107,8 @@ def network_outputs(model, dataloader) -> Iterator[Batch]:
     param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
     device = param.device if param is not None else torch.device("cpu")
     for batch in dataloader:
-        log_probs, out_lens = model(batch["features"].to(device), batch["feature_lens"].to(device))
+        inputs, lens = model_inputs(batch)
+        log_probs, out_lens = model(inputs.to(device), lens.to(device))
         yield Batch(log_probs.cpu(), out_lens.cpu(), list(batch["texts"]), list(batch["cut_ids"]))
 
 
@@ -141,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
         search_beam=args.search_beam, output_beam=args.output_beam,
         min_active_states=args.min_active_states, max_active_states=args.max_active_states,
         num_paths=args.num_paths, nbest_scale=args.nbest_scale, lm_scales=lm_scales,
-        blank_skip_threshold=args.blank_skip_threshold,
+        blank_skip_threshold=args.blank_skip_threshold, search_frames=args.search_frames,
+        max_arcs_per_frame=args.max_arcs_per_frame, max_product_arcs=args.max_product_arcs,
     )
     metric = args.metric
     if metric == "auto":
