@@ -76,11 +76,13 @@ if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
     log "Stage 8: layer $ssl_layer of $ssl_checkpoint as features (bf16: $ssl_bf16) into data/ssl/$feature_tag"
     need 2 fbank $(cuts_of $train_parts $dev_parts $test_parts)
     need_ssl_checkpoint
+    # Recordings over 30 s are encoded in windows with 2 s of context on each side (bounded memory).
     if stage_begin "SSL features $feature_tag" "data/ssl/.$feature_tag.json" --options layer="$ssl_layer" \
-         bf16="$ssl_bf16" --outputs "data/ssl/$feature_tag"; then
+         bf16="$ssl_bf16" max_segment_seconds=30 context_seconds=2 --outputs "data/ssl/$feature_tag"; then
       python -m w2v.bin.compute_ssl_features --checkpoint "$ssl_checkpoint" --layer "$ssl_layer" \
         --bf16 "$ssl_bf16" --cuts $(cuts_of $train_parts $dev_parts $test_parts) \
-        --out-dir "data/ssl/$feature_tag"
+        --out-dir "data/ssl/$feature_tag" --device "$device" --nj "$nj" \
+        --max-segment-seconds 30 --context-seconds 2
       stage_end
     fi
   else

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 
 from w2v.features import fbank as fb
+from w2v.features.parts import Shard
 
 SR = 16000
 
@@ -86,3 +88,47 @@ def test_compute_fbank_all_failed_raises(tmp_path):
     with pytest.raises(RuntimeError, match="no cut could be processed"):
         fb.compute_fbank_for_part(manifests, "toy", "test-x", tmp_path / "out")
     assert not fb.cuts_path(tmp_path / "out", "toy", "test-x").exists()
+
+
+def test_two_shards_and_their_merge_equal_one_shard(tmp_path, caplog):
+    audio, manifests = tmp_path / "audio", tmp_path / "manifests"
+    audio.mkdir()
+    manifests.mkdir()
+    _write_part(audio, manifests, "train-x", [0.5, 0.7, 0.6, 0.9, 0.4], corrupt={3})
+    one = fb.compute_fbank_for_part(manifests, "toy", "train-x", tmp_path / "one", speed_perturb=True,
+                                    chunk_size=4)
+    two = tmp_path / "two"
+    # 15 cuts in 4 chunks: shard 1 has chunks 1 and 3, in 2 processes; then it waits for shard 0
+    assert fb.compute_fbank_for_part(manifests, "toy", "train-x", two, True, num_jobs=2,
+                                     shard=Shard(1, 2), chunk_size=4) is None
+    with pytest.raises(RuntimeError, match=r"unfinished shard 0/2 \(chunks 0, 2\)"):
+        fb.merge_fbank_part(two, "toy", "train-x")
+    # the last shard to finish writes the manifest
+    assert fb.compute_fbank_for_part(manifests, "toy", "train-x", two, True, shard=Shard(0, 2),
+                                     chunk_size=4) == fb.cuts_path(two, "toy", "train-x")
+    a = CutSet.from_file(one).to_eager()
+    b = CutSet.from_file(fb.cuts_path(two, "toy", "train-x")).to_eager()
+    assert list(a.ids) == list(b.ids) and len(a) == 12  # input order, the garbled file's 3 cuts dropped
+    assert list(a.ids)[:4] == [f"train-x-utt{i}" for i in (0, 1, 2, 4)]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.load_features(), y.load_features())
+    assert {Path(c.features.storage_path).name for c in b} == {f"feats-{i:05d}.lca" for i in range(4)}
+    assert not list(two.glob(".*")), "chunk directory or lock left behind"
+
+
+def test_fbank_cli_shards_and_merge_only(tmp_path, monkeypatch):
+    from w2v.bin import compute_fbank
+
+    audio, manifests = tmp_path / "audio", tmp_path / "manifests"
+    audio.mkdir()
+    manifests.mkdir()
+    _write_part(audio, manifests, "dev-x", [0.5] * 3)
+    args = ["--manifest-dir", str(manifests), "--prefix", "toy", "--parts", "dev-x", "--out-dir", str(tmp_path / "f")]
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    compute_fbank.main(args)  # shard 1/2 from the environment: of the one chunk, nothing
+    with pytest.raises(RuntimeError, match=r"shard 0/2 \(chunks 0\)"):
+        compute_fbank.main(args + ["--merge-only", "true"])
+    compute_fbank.main(args + ["--shard", "0/2"])
+    assert list(CutSet.from_file(fb.cuts_path(tmp_path / "f", "toy", "dev-x")).ids) == [
+        f"dev-x-utt{i}" for i in range(3)]

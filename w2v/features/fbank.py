@@ -3,6 +3,11 @@
 Cuts are built from a part's recordings + supervisions, trimmed to the supervisions, optionally
 speed-perturbed (0.9, 1.1; train parts), and their features stored with ``LilcomChunkyWriter``.
 A cut whose audio cannot be loaded is reported (file and error) and dropped; the rest goes on.
+
+A part is done in chunks (:mod:`w2v.features.parts`): each in its own archive
+``<prefix>_feats_<part>/feats-NNNNN.lca``, by ``num_jobs`` processes, of the chunks of one shard
+when several machines share the part; finished chunks survive a kill, and the part's manifest is
+merged from them in input order.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ from typing import Optional, Sequence
 
 from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, RecordingSet, SupervisionSet
 
-from w2v.utils import atomic_path
+from w2v.features.parts import ChunkedPart, Shard
 
 log = logging.getLogger(__name__)
 
 NUM_MEL_BINS = 80
 SPEED_FACTORS = (0.9, 1.1)
+# Cuts per chunk: small enough that a part's chunks keep every worker busy, and a kill loses little.
+CHUNK_CUTS = 200
 
 
 @dataclass
@@ -50,13 +57,6 @@ def manifest_paths(manifest_dir: str | Path, prefix: str, part: str) -> tuple[Pa
     )
 
 
-def save_cuts(cuts: CutSet, path: str | Path) -> None:
-    """Write a ``.jsonl.gz`` cuts manifest under a temporary name, then rename it into place."""
-    # lhotse picks the format from the suffix, so the temporary name keeps ".jsonl.gz".
-    with atomic_path(path, suffix=".tmp.jsonl.gz") as tmp:
-        cuts.to_file(tmp)
-
-
 def cuts_path(out_dir: str | Path, prefix: str, part: str) -> Path:
     return Path(out_dir) / f"{prefix}_cuts_{part}.jsonl.gz"
 
@@ -82,51 +82,34 @@ def cut_source(cut) -> str:
         return "<unknown>"
 
 
-def _compute_chunk(
-    cuts: list, storage_path: str, num_mel_bins: int
-) -> tuple[list, list[FailedCut]]:
-    """Worker: features for ``cuts`` into one chunky archive; failing cuts are returned apart."""
+def compute_fbank(
+    cuts: list, storage_path: str | Path, num_mel_bins: int = NUM_MEL_BINS
+) -> tuple[CutSet, list[FailedCut]]:
+    """Features of ``cuts`` into one chunky archive ``storage_path`` (``.lca`` added).
+
+    Returns:
+        the cuts that succeeded, with features attached (input order), and the failures.
+    """
     import torch
 
     torch.set_num_threads(1)
     extractor = fbank_extractor(num_mel_bins)
     done, failed = [], []
+    Path(storage_path).parent.mkdir(parents=True, exist_ok=True)
     with LilcomChunkyWriter(storage_path) as writer:
         for cut in cuts:
             try:
                 done.append(cut.compute_and_store_features(extractor, writer))
             except Exception as e:  # any decoding/IO error of one file must not stop the part
                 failed.append(FailedCut.of(cut, e))
-    return done, failed
+    return CutSet.from_cuts(done), failed
 
 
-def compute_fbank(
-    cuts: CutSet,
-    storage_dir: str | Path,
-    num_jobs: int = 1,
-    num_mel_bins: int = NUM_MEL_BINS,
-) -> tuple[CutSet, list[FailedCut]]:
-    """Compute and store features for ``cuts`` in ``num_jobs`` processes.
-
-    Returns:
-        the cuts that succeeded, with features attached (input order), and the failures.
-    """
-    storage_dir = Path(storage_dir)
-    storage_dir.mkdir(parents=True, exist_ok=True)
-    items = list(cuts)
-    num_jobs = max(1, min(num_jobs, len(items)))
-    chunks = [items[i::num_jobs] for i in range(num_jobs)]
-    paths = [str(storage_dir / f"feats-{i}") for i in range(num_jobs)]
-    if num_jobs == 1:
-        results = [_compute_chunk(chunks[0], paths[0], num_mel_bins)]
-    else:
-        with ProcessPoolExecutor(num_jobs) as ex:
-            results = list(ex.map(_compute_chunk, chunks, paths, [num_mel_bins] * num_jobs))
-    by_id = {c.id: c for done, _ in results for c in done}
-    failed = [f for _, fs in results for f in fs]
-    for f in failed:
-        log.warning("Dropping cut %s: cannot load %s: %s", f.cut_id, f.source, f.error)
-    return CutSet.from_cuts(by_id[c.id] for c in items if c.id in by_id), failed
+def _compute_chunk(cuts: list, storage_path: str, out: str, chunk: int, num_mel_bins: int) -> list[FailedCut]:
+    """Worker: one chunk's features and, once they are stored, its manifest."""
+    done, failed = compute_fbank(cuts, storage_path, num_mel_bins)
+    ChunkedPart(out).write(chunk, done)
+    return failed
 
 
 def compute_fbank_for_part(
@@ -136,11 +119,17 @@ def compute_fbank_for_part(
     out_dir: str | Path,
     speed_perturb: bool = False,
     num_jobs: int = 1,
+    shard: Shard = Shard(),
+    chunk_size: int = CHUNK_CUTS,
 ) -> Optional[Path]:
     """``out_dir/<prefix>_cuts_<part>.jsonl.gz`` (+ storage ``<prefix>_feats_<part>/``).
 
-    Skips a part whose cuts manifest exists (returns None). The manifest is written under a
-    temporary name and renamed, so an interrupted run leaves no manifest and is redone.
+    ``shard``'s chunks of the part are computed in ``num_jobs`` processes; then the manifest is
+    merged (atomically) if every shard is done.
+
+    Returns:
+        the manifest once written; None when it existed already (skipped), or when other shards
+        still have chunks to do.
     """
     out = cuts_path(out_dir, prefix, part)
     if out.is_file():
@@ -150,18 +139,37 @@ def compute_fbank_for_part(
     for p in (rec_path, sup_path):
         if not p.is_file():
             raise FileNotFoundError(f"Missing manifest {p} (run the prepare stage first)")
-    cuts = make_cuts(
+    items = list(make_cuts(
         RecordingSet.from_file(rec_path), SupervisionSet.from_file(sup_path), speed_perturb
-    )
-    log.info("%s: computing fbank for %d cuts (speed perturb: %s)", part, len(cuts), speed_perturb)
-    cuts, failed = compute_fbank(cuts, Path(out_dir) / f"{prefix}_feats_{part}", num_jobs)
-    if failed:
-        log.warning("%s: %d cuts dropped because their audio failed to load", part, len(failed))
-    if len(cuts) == 0:
-        raise RuntimeError(f"{part}: no cut could be processed ({len(failed)} failures)")
-    save_cuts(cuts, out)
-    log.info("%s: wrote %s (%d cuts)", part, out, len(cuts))
-    return out
+    ))
+    chunks = ChunkedPart(out)
+    plan, todo = chunks.begin([c.id for c in items], chunk_size, shard)
+    log.info("%s: fbank for %d cuts (speed perturb: %s); shard %s: %d chunks to do in %d process(es)",
+             part, len(items), speed_perturb, shard, len(todo), num_jobs)
+    storage_dir = Path(out_dir) / f"{prefix}_feats_{part}"
+    jobs = [
+        ([items[j] for j in range(*plan.bounds(i))], str(storage_dir / f"feats-{i:05d}"), str(out), i, NUM_MEL_BINS)
+        for i in todo
+    ]
+    if num_jobs <= 1 or len(jobs) <= 1:
+        failed = [f for job in jobs for f in _compute_chunk(*job)]
+    else:
+        with ProcessPoolExecutor(min(num_jobs, len(jobs))) as ex:
+            failed = [f for fs in ex.map(_compute_chunk, *zip(*jobs)) for f in fs]
+    for f in failed:
+        log.warning("Dropping cut %s: cannot load %s: %s", f.cut_id, f.source, f.error)
+    return chunks.merge(required=False)
+
+
+def merge_fbank_part(out_dir: str | Path, prefix: str, part: str) -> Path:
+    """Write ``out_dir/<prefix>_cuts_<part>.jsonl.gz`` from the chunks every shard wrote.
+
+    Raises:
+        RuntimeError: naming the shards whose chunks are missing.
+    """
+    merged = ChunkedPart(cuts_path(out_dir, prefix, part)).merge(required=True)
+    assert merged is not None
+    return merged
 
 
 def compute_fbank_for_parts(
@@ -171,12 +179,13 @@ def compute_fbank_for_parts(
     out_dir: str | Path,
     speed_perturb: bool = False,
     num_jobs: int = 1,
+    shard: Shard = Shard(),
 ) -> list[Optional[Path]]:
     """Each part in turn; speed perturbation only applies to parts named ``train*``."""
     return [
         compute_fbank_for_part(
             manifest_dir, prefix, part, out_dir,
-            speed_perturb=speed_perturb and part.startswith("train"), num_jobs=num_jobs,
+            speed_perturb=speed_perturb and part.startswith("train"), num_jobs=num_jobs, shard=shard,
         )
         for part in parts
     ]
