@@ -431,3 +431,21 @@ def test_cli_shard_from_the_environment_and_merge_only(ckpt, tmp_path, monkeypat
                                    "--out-dir", str(out_dir)])
     compute_ssl_features.main(args + ["--shard", "0/2"])
     assert list(CutSet.from_file(out_dir / "toy_cuts_test.jsonl.gz").ids) == ["u0", "u1"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("bf16", [False, True])
+def test_batched_extraction_on_cuda_matches_the_cpu(bf16, tmp_path):
+    """Padded batches on the GPU give the CPU's one-cut-at-a-time features (fp32 within 1e-3;
+    bf16 within what bf16 moves the CPU features)."""
+    path = _checkpoint(tmp_path, "wav2vec2_tiny")
+    cuts = _cuts(tmp_path, [16000, 24000, 17000, 40000, 8000])
+    cpu = S.SslFeatureExtractor(path, layer=2)
+    gpu = S.SslFeatureExtractor(path, layer=2, bf16=bf16, device="cuda")
+    alone = {c.id: cpu.extract_cut(c) for c in cuts}
+    got, failed = S.compute_ssl_features(cuts, gpu, tmp_path / "feats", progress=False,
+                                         limits=S.BatchLimits(seconds=6.0, padding=1.0))
+    assert not failed and list(got.ids) == list(cuts.ids)
+    for cut in got:
+        np.testing.assert_allclose(cut.load_features(), alone[cut.id], atol=0.1 if bf16 else 1e-3, rtol=0)
