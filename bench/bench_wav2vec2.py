@@ -4,11 +4,12 @@ Usage:
   OMP_NUM_THREADS=1 python bench/bench_wav2vec2.py [--what forward|pretrain] [--threads 1 2]
                                                    [--seconds 10] [--repeats 3]
 
---what forward: inference on ``--seconds`` of audio (batch 1): ours fp32, ours under
+--what forward: inference on ``--seconds`` of audio (batch 1): ours fp32 on the kernels
+  ``w2v.models.kernels`` picks for this CPU, then on each choice forced (``W2V_FAST_LINEAR=1``:
+  oneDNN; ``=0``: torch's own kernels, as torchaudio runs), ours under
   ``torch.autocast("cpu", torch.bfloat16)``, torchaudio ``wav2vec2_base`` fp32, transformers
-  ``Wav2Vec2Model`` fp32 (skipped if transformers is missing), and an ablation: our modules on
-  torchaudio's kernels (``components.USE_FAST_INFERENCE = False``). Prints median seconds, real-time
-  factor, ratios to torchaudio fp32, and the bf16 error against our fp32 output.
+  ``Wav2Vec2Model`` fp32 (skipped if transformers is missing). Prints the CPU, median seconds,
+  real-time factor, ratios to torchaudio fp32, and the bf16 error against our fp32 output.
   Targets: ours fp32 <= 1.0x torchaudio; ours bf16 <= 0.4x torchaudio fp32.
 --what pretrain: one training step (forward + backward) per system in ``PRETRAIN_SYSTEMS`` on
   ``--batch`` utterances of ``--seconds`` each. Rows: the encoder alone under the wav2vec 2.0
@@ -23,6 +24,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import sys
 import time
@@ -35,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torchaudio  # noqa: E402
 
-from w2v.models import SSLEncoder, components, wav2vec2_base  # noqa: E402
+from w2v.models import SSLEncoder, kernels, wav2vec2_base  # noqa: E402
 from w2v.models.loading import convert_hf_state_dict  # noqa: E402
 
 SAMPLE_RATE = 16000
@@ -61,6 +64,19 @@ def median_times(systems: dict[str, Callable[[], object]], repeats: int) -> dict
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def cpu_name() -> str:
+    """``model name`` and ``vendor_id`` of /proc/cpuinfo, else what the platform module knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return f"{fields.get('model name', platform.machine())} ({fields.get('vendor_id', '?')})"
 
 
 def torchaudio_peer(ours: SSLEncoder) -> torch.nn.Module:
@@ -106,6 +122,7 @@ def bench_forward(threads: list[int], seconds: float, repeats: int) -> None:
         if hf_model is not None:
             hf_last = hf_model(x).last_hidden_state
             hf_diff = float((hf_last - ref_layers[-1]).abs().max())
+    print(f"CPU: {cpu_name()}; {kernels.ENV}={os.environ.get(kernels.ENV, '(unset)')}")
     print(f"wav2vec2 BASE ({sum(p.numel() for p in ta_model.parameters()) / 1e6:.2f}M params), "
           f"{seconds:g} s of audio, batch 1, {ref_layers[-1].shape[1]} frames")
     print(f"same weights: max |ours - torchaudio| over layers = {same:.2e}"
@@ -122,17 +139,25 @@ def bench_forward(threads: list[int], seconds: float, repeats: int) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return ours(x)
 
-    def ours_fp32_standard_kernels():  # ablation: our modules on torchaudio's kernels
-        components.USE_FAST_INFERENCE = False
-        try:
-            return ours(x)
-        finally:
-            components.USE_FAST_INFERENCE = True
+    def with_kernels(setting: str, fn: Callable[[], object]) -> Callable[[], object]:
+        def run():
+            saved = os.environ.get(kernels.ENV)
+            os.environ[kernels.ENV] = setting
+            try:
+                return fn()
+            finally:
+                if saved is None:
+                    del os.environ[kernels.ENV]
+                else:
+                    os.environ[kernels.ENV] = saved
+
+        return run
 
     systems = {
         "ours fp32": ours_fp32,
+        "ours fp32, oneDNN (=1)": with_kernels("1", ours_fp32),
+        "ours fp32, torch kernels (=0)": with_kernels("0", ours_fp32),
         "ours bf16": ours_bf16,
-        "ours fp32, torchaudio kernels": ours_fp32_standard_kernels,
         "torchaudio fp32": lambda: ta_model(x),
     }
     if hf_model is not None:

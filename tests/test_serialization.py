@@ -310,7 +310,7 @@ def test_missing_truncated_and_corrupt_files_name_the_file(tmp_path):
 def test_pretraining_checkpoint_kmeans_and_graphs_need_no_unsafe_globals(tmp_path):
     from lhotse import CutSet, Recording
 
-    from w2v.decode.synthetic import TOY_SENTENCES
+    from tests.helpers import TOY_SENTENCES
     from w2v.lang.arpa import train_arpa
     from w2v.lang.bpe import train_bpe
     from w2v.lang.graph import compile_graphs

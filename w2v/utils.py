@@ -1,15 +1,16 @@
-"""Small helpers every package uses: atomic artefacts, logging, seeding."""
+"""Small helpers every package uses: atomic artefacts, logging, seeding, config field checks."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -84,3 +85,16 @@ def str2bool(v: str) -> bool:
     if v.lower() in ("false", "0", "no"):
         return False
     raise argparse.ArgumentTypeError(f"Expected true/false, got {v!r}")
+
+
+def check_config_fields(cls: type, names: Iterable[str]) -> None:
+    """Refuse field names the dataclass ``cls`` does not have (a misspelled option, a config dict
+    from another version), naming the expected ones.
+
+    Raises:
+        ValueError: ``Unknown <cls> fields [...]; expected a subset of [...]``.
+    """
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} fields {unknown}; expected a subset of {sorted(known)}")

@@ -9,11 +9,11 @@ from w2v.decode.ctc import (
     decode_log_probs,
     load_graphs,
 )
-from w2v.decode.synthetic import TOY_SENTENCES as SENTENCES
-from w2v.decode.synthetic import peaky_log_probs
+from tests.helpers import TOY_SENTENCES as SENTENCES
+from tests.helpers import peaky_log_probs
 from w2v.lang.bpe import load_bpe
 from w2v.lang.lexicon import max_token_id, read_lexicon, read_symbol_table
-from w2v.lang.pipeline import build_lang_and_graphs
+from tests.helpers import build_lang_and_graphs
 
 OPTS = SearchOptions(lm_scales=(0.5, 1.0), num_paths=20)
 

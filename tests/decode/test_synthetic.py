@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from w2v.decode.ctc import ctc_greedy_search
-from w2v.decode.synthetic import peaky_log_probs
+from tests.helpers import peaky_log_probs
 
 
 def test_forced_path_layout():

@@ -1,9 +1,10 @@
 """The lang/LM/graph entry points chained as a recipe runs them."""
 
+from tests.helpers import TOY_SENTENCES as SENTENCES
 from w2v.bin import compile_graph, prepare_lang, train_bpe, train_lm
-from w2v.decode.synthetic import TOY_SENTENCES as SENTENCES
 from w2v.lang.arpa import read_arpa
-from w2v.lang.lexicon import load_fsa, read_symbol_table
+from w2v.lang.lexicon import load_fsa
+from w2v.lang.symbols import read_symbol_table
 
 
 def test_recipe_stages(tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from w2v.decode.synthetic import TOY_SENTENCES as SENTENCES
+from tests.helpers import TOY_SENTENCES as SENTENCES
 from w2v.lang.bpe import load_bpe, train_bpe
 
 

@@ -2,11 +2,12 @@ import k2
 import pytest
 import torch
 
-from w2v.decode.synthetic import TOY_SENTENCES as SENTENCES
+from tests.helpers import TOY_SENTENCES as SENTENCES
 from w2v.lang.arpa import train_arpa
 from w2v.lang.bpe import train_bpe
 from w2v.lang.graph import arpa_to_fst_text, compile_graphs, g_for_rescoring
-from w2v.lang.lexicon import load_fsa, prepare_lang, read_symbol_table
+from w2v.lang.lexicon import load_fsa, prepare_lang
+from w2v.lang.symbols import read_symbol_table
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,16 @@
 import k2
 import pytest
 
+from tests.helpers import TOY_SENTENCES as SENTENCES
 from w2v.lang.bpe import load_bpe, train_bpe
 from w2v.lang.lexicon import (
     add_disambig_symbols,
     load_fsa,
     prepare_lang,
     read_lexicon,
-    read_symbol_table,
     split_chars,
 )
-from w2v.decode.synthetic import TOY_SENTENCES as SENTENCES
+from w2v.lang.symbols import read_symbol_table
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from w2v.models.vq_wav2vec import VqWav2VecConfig, vq_wav2vec_base, vq_wav2vec_model, vq_wav2vec_tiny
-from w2v.ssl.quantizers import GumbelVectorQuantizer, KmeansVectorQuantizer
+from w2v.models.quantizers import GumbelVectorQuantizer, KmeansVectorQuantizer
 
 
 @pytest.mark.parametrize("kind", ["gumbel", "kmeans"])

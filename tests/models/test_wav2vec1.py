@@ -14,7 +14,7 @@ def test_base_shapes_and_fairseq_api():
     c = model.feature_aggregator(z)
     assert z.shape == (1, 512, 98)  # 10 ms frames
     assert c.shape == (1, 512, 98)
-    assert model.frame_shift_samples == 160
+    assert model.config.hop_samples == 160
     assert len(model.feature_aggregator.conv_layers) == 9
 
 

@@ -161,7 +161,8 @@ def test_other_aishell_train_parts_rebuild_g_and_hlg(tmp_path):
     import k2
     import torch
 
-    from w2v.lang.lexicon import load_fsa, read_symbol_table
+    from w2v.lang.lexicon import load_fsa
+    from w2v.lang.symbols import read_symbol_table
 
     recipe = _recipe_copy(tmp_path, "aishell")
     proc = _run(recipe, "--synth-size", "tiny", "--stop-stage", "6")

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from w2v.models.quantizers import _masked_mean, perplexity
 from w2v.ssl.losses import contrastive_logits, diversity_loss
-from w2v.ssl.quantizers import _masked_mean, perplexity
 
 hf = pytest.importorskip("transformers.models.wav2vec2.modeling_wav2vec2")
 

@@ -1,18 +1,13 @@
 """CTC loss through k2 (the training default) and torch's, for the same inputs.
 
-Choice, measured with :func:`bench_ctc_losses` (1 CPU thread, shared machine):
-- values: with an unpruned beam the two agree to 4e-8 relative (gradients w.r.t. the logits to
-  1e-4); with k2's training beam (10) to 4e-5 on random posteriors and exactly on peaked ones.
-- time, loss forward+backward: random 8×200×500 log-probs k2 31 ms vs torch 10 ms; the model's
-  output on 8×600 fbank frames (8×149×500) 14-21 ms vs 18-23 ms. Either is ~1 % of that training
-  step (1.8-3.3 s), so torch is not measurably better where it matters.
-k2 stays the default: it scores the same ``DenseFsaVec`` the decoders (H/HLG) consume.
+The two agree (to 1e-5 relative with k2's training beam on peaked posteriors, tests/asr/test_ctc.py)
+and either is a small part of a training step (bench/bench_ctc.py times both). k2 stays the
+default: it scores the same ``DenseFsaVec`` the decoders (H/HLG) consume.
 ``ctc_impl="torch"`` (``--ctc-impl torch``) switches.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Sequence
 
 import torch
@@ -100,26 +95,3 @@ def ctc_loss(
         return torch_ctc_loss(log_probs, out_lens, targets)
     raise ValueError(f"Unknown CTC implementation {impl!r}; expected 'k2' or 'torch'")
 
-
-def bench_ctc_losses(
-    log_probs: torch.Tensor,
-    out_lens: torch.Tensor,
-    targets: Sequence[Sequence[int]],
-    repeats: int = 5,
-) -> dict[str, float]:
-    """Forward+backward of both losses on one batch: max abs difference and seconds per call."""
-    result: dict[str, float] = {}
-    values = {}
-    for impl in ("k2", "torch"):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            x = log_probs.detach().clone().requires_grad_(True)
-            loss = ctc_loss(x, out_lens, targets, impl)
-            loss.sum().backward()
-        result[f"{impl}_seconds"] = (time.perf_counter() - start) / repeats
-        values[impl] = loss.detach().double()
-    result["max_abs_diff"] = float((values["k2"] - values["torch"]).abs().max())
-    result["max_rel_diff"] = float(
-        ((values["k2"] - values["torch"]).abs() / values["torch"].abs().clamp(min=1e-8)).max()
-    )
-    return result

@@ -13,12 +13,15 @@ norm instead of batch norm inside the convolution module).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from w2v.models.padding import lengths_to_padding_mask
+from w2v.utils import check_config_fields
 
 KIND = "ctc_conformer"
 SUBSAMPLING_FACTORS = (1, 2, 4)
@@ -64,10 +67,7 @@ class AsrConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "AsrConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"Unknown AsrConfig fields: {sorted(unknown)}")
+        check_config_fields(cls, d)
         return cls(**dict(d))
 
 
@@ -119,17 +119,12 @@ def subsampling_for(frame_shift: float) -> int:
     return factor
 
 
-def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """``True`` at padded positions: ``[B, max_len]``."""
-    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
-
-
 def utterance_cmvn(features: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Zero mean, unit variance per utterance and feature dim over the valid frames; padding → 0.
 
     features: ``[batch, frames, dim]``; lengths: ``[batch]``.
     """
-    valid = (~padding_mask(lengths.to(torch.long), features.size(1))).unsqueeze(-1).to(features.dtype)
+    valid = (~lengths_to_padding_mask(lengths.to(torch.long), features.size(1))).unsqueeze(-1).to(features.dtype)
     n = valid.sum(1, keepdim=True).clamp(min=1.0)
     mean = (features * valid).sum(1, keepdim=True) / n
     var = ((features - mean) ** 2 * valid).sum(1, keepdim=True) / n
@@ -366,7 +361,7 @@ class CtcConformer(nn.Module):
             features = utterance_cmvn(features, feature_lens)
         out_lens = subsampled_lengths(feature_lens.to(torch.long), self.config.subsampling)
         x = self.pos(self.subsampling(features))
-        pad = padding_mask(out_lens, x.size(1))
+        pad = lengths_to_padding_mask(out_lens, x.size(1))
         for block in self.blocks:
             x = block(x, pad)
         return F.log_softmax(self.output(x), dim=-1), out_lens

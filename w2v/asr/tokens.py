@@ -10,25 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-
-def read_tokens(path: str | Path) -> dict[str, int]:
-    """``tokens.txt`` as a symbol → id map (disambiguation symbols ``#k`` included)."""
-    table: dict[str, int] = {}
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 2:
-            raise ValueError(f"{path}:{n}: expected 'SYMBOL ID', got {line!r}")
-        table[parts[0]] = int(parts[1])
-    if table.get("<blk>") != 0:
-        raise ValueError(f"{path}: '<blk>' must have id 0 (CTC blank), got {table.get('<blk>')}")
-    return table
-
-
-def num_ctc_tokens(tokens: dict[str, int]) -> int:
-    """Output dimension V: the largest non-disambiguation id + 1."""
-    return max(i for s, i in tokens.items() if not (s.startswith("#") and s[1:].isdigit())) + 1
+from w2v.lang.symbols import max_token_id, read_tokens
 
 
 class Tokenizer:
@@ -38,7 +20,7 @@ class Tokenizer:
         lang_dir = Path(lang_dir)
         self.token_type = token_type
         self.tokens = read_tokens(lang_dir / "tokens.txt")
-        self.num_tokens = num_ctc_tokens(self.tokens)
+        self.num_tokens = max_token_id(self.tokens) + 1  # V: blank and every unit, no #k
         if token_type == "bpe":
             import sentencepiece as spm
 

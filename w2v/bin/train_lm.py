@@ -21,7 +21,8 @@ from pathlib import Path
 
 from w2v.lang.arpa import train_arpa
 from w2v.lang.graph import arpa_to_fst_text
-from w2v.lang.lexicon import WORD_SPECIALS, read_symbol_table
+from w2v.lang.lexicon import WORD_SPECIALS
+from w2v.lang.symbols import read_symbol_table
 from w2v.utils import atomic_path, setup_logging
 
 

@@ -1,1 +1,1 @@
-"""CTC decoding by icefall's method names (ctc.py) and synthetic peaky output (synthetic.py)."""
+"""CTC decoding by icefall's method names (ctc.py)."""

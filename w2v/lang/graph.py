@@ -9,12 +9,16 @@ from pathlib import Path
 import k2
 import torch
 
-from w2v.lang.lexicon import load_fsa, max_token_id, read_symbol_table, save_fsa
+from w2v.lang.lexicon import load_fsa, save_fsa
+from w2v.lang.symbols import max_token_id, read_symbol_table
 from w2v.utils import atomic_write_text
 
 
 def build_ctc_topo(tokens: dict[str, int]) -> k2.Fsa:
-    """H: the standard (non-modified) CTC topology over every non-disambiguation token."""
+    """H: the standard (non-modified) CTC topology over labels ``0 .. max_token_id(tokens)``.
+
+    The one H: HLG is compiled with it and ``ctc-decoding`` searches it. Arc-sorted (k2 builds it so).
+    """
     return k2.ctc_topo(max_token_id(tokens), modified=False)
 
 

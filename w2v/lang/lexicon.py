@@ -1,8 +1,9 @@
-"""Symbol tables, lexicons and the lexicon FST L for a BPE or character lang dir.
+"""Words, lexicons and the lexicon FST L for a BPE or character lang dir.
 
 Layout (icefall's lang_bpe / lang_char):
   words.txt   ``<eps> 0``, ``<UNK> 1``, the sorted training words, then ``#0``, ``<s>``, ``</s>``.
-  tokens.txt  ``<blk> 0`` ... every modelling unit ..., then ``#0``, ``#1``, ... last.
+  tokens.txt  ``<blk> 0`` ... every modelling unit ..., then ``#0``, ``#1``, ... last
+              (read and written by :mod:`w2v.lang.symbols`).
   lexicon.txt ``WORD piece piece ...``; lexicon_disambig.txt adds ``#k`` to ambiguous entries.
   L.pt / L_disambig.pt  k2 FSAs (token → word), a loop through state 0 and no silence.
 
@@ -23,39 +24,21 @@ import k2
 import torch
 
 from w2v import serialization
+from w2v.lang.symbols import BLANK, is_disambig, write_symbol_table
+# Read here by w2v.decode.ctc and w2v.bin.decode until they import w2v.lang.symbols themselves.
+from w2v.lang.symbols import max_token_id, read_symbol_table  # noqa: F401
 from w2v.utils import atomic_path, atomic_write_text
 
 Lexicon = list[tuple[str, list[str]]]
 
 EPS = "<eps>"
 UNK_WORD = "<UNK>"
-BLANK = "<blk>"
 SOS_EOS = "<sos/eos>"
 UNK_TOKEN = "<unk>"
 WORD_SPECIALS = (EPS, UNK_WORD, "#0", "<s>", "</s>")
 
 
-# --------------------------------------------------------------------------- symbol tables
-
-
-def write_symbol_table(path: str | os.PathLike, symbols: Sequence[str]) -> None:
-    """Write ``symbol id`` lines, ids in list order."""
-    if len(set(symbols)) != len(symbols):
-        raise ValueError(f"duplicate symbols for {path}")
-    atomic_write_text(path, "".join(f"{s} {i}\n" for i, s in enumerate(symbols)))
-
-
-def read_symbol_table(path: str | os.PathLike) -> dict[str, int]:
-    table: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise ValueError(f"{path}:{n}: expected 'symbol id', got {line!r}")
-            table[fields[0]] = int(fields[1])
-    return table
+# --------------------------------------------------------------------------- words
 
 
 def read_words(transcripts: str | os.PathLike) -> list[str]:
@@ -245,6 +228,9 @@ def prepare_lang(
         raise ValueError(f"token_type must be 'bpe' or 'char', got {token_type!r}")
     if units[0] != BLANK:
         raise ValueError(f"token 0 must be {BLANK}, got {units[0]!r}")
+    clashing = [u for u in units if is_disambig(u)]
+    if clashing:
+        raise ValueError(f"modelling units {clashing} are spelled like disambiguation symbols (#<digits>)")
 
     lexicon_disambig, max_disambig = add_disambig_symbols(lexicon)
     token_symbols = units + [f"#{i}" for i in range(max_disambig + 1)]
@@ -332,7 +318,3 @@ def _ragged_from_pickle(stand_in: serialization.StandIn, source: str) -> k2.Ragg
         raise ValueError(f"{source}: expected a 2-axis k2 RaggedTensor, found {stand_in!r}")
     return _ragged(state[0], state[2])
 
-
-def max_token_id(tokens: dict[str, int]) -> int:
-    """Largest id that is a modelling unit (not a ``#k`` disambiguation symbol)."""
-    return max(i for t, i in tokens.items() if not t.startswith("#"))

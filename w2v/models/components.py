@@ -2,22 +2,19 @@
 
 Reused from torchaudio where they fit unchanged (``FeatureProjection``, the weight-normed
 ``ConvolutionalPositionalEmbedding``, ``WavLMSelfAttention``, ``GradMultiply``); written here
-where torchaudio lacks something we need or is measurably slower (bench/bench_wav2vec2.py):
+where torchaudio lacks something we need:
 
 - :class:`ConvBlock`: group norm that only pools over the valid frames of each utterance, so a
   padded batch gives the per-utterance result (torchaudio/fairseq/HF pool over the padding too);
-  an inference path that runs each convolution as one GEMM over overlapping channels-last windows.
+  the convolution is one matrix product over overlapping channels-last windows.
 - :class:`FeatureEncoder`: input checks, per-utterance waveform normalisation, ``feature_grad_mult``.
 - :class:`StackedConvPositionalEmbedding`: data2vec's positional convolutions.
-- :class:`SelfAttention` / :class:`FeedForward`: torchaudio's, plus an fp32 inference path through
-  oneDNN's matmul (MKL's fp32 GEMM runs at half its speed on the AMD CPUs measured).
+- :class:`SelfAttention` / :class:`FeedForward`: torchaudio's parameter names and arithmetic.
 - :class:`EncoderLayer` / :class:`Transformer`: also return each block's FFN output (data2vec
   targets), take a boolean padding mask, and implement layerdrop.
 
-The inference path is taken when autograd is off (``torch.no_grad`` / ``inference_mode``) or
-nothing requires grad. Training in fp32 on CPU runs the Transformer's linears through oneDNN too
-(:func:`linear`, forward and backward); elsewhere the standard kernels. All give the same values
-(tested).
+Every module has one forward path, for training and inference alike; each matrix product goes
+through :func:`w2v.models.kernels.linear`, the one place that picks a CPU kernel.
 Parameter names follow torchaudio's ``Wav2Vec2Model``, so its state dict loads unchanged.
 Frames are 20 ms (stride 320 samples at 16 kHz) for the standard feature encoder.
 """
@@ -25,7 +22,6 @@ Frames are 20 ms (stride 320 samples at 16 kHz) for the standard feature encoder
 from __future__ import annotations
 
 import math
-import weakref
 from typing import Literal
 
 import torch
@@ -34,6 +30,8 @@ from torch import Tensor, nn
 from torchaudio.models.wav2vec2 import components as ta
 
 from w2v.models.config import Data2VecAudioConfig, EncoderConfig, WavLMConfig
+from w2v.models.kernels import linear
+from w2v.models.padding import lengths_to_padding_mask
 
 
 def conv_output_lengths(lengths: Tensor, kernel_size: int, stride: int) -> Tensor:
@@ -41,130 +39,17 @@ def conv_output_lengths(lengths: Tensor, kernel_size: int, stride: int) -> Tenso
     return torch.clamp(torch.div(lengths - kernel_size, stride, rounding_mode="floor") + 1, min=0)
 
 
-def lengths_to_padding_mask(lengths: Tensor, max_len: int) -> Tensor:
-    """``[B] -> [B, max_len]`` boolean mask, True at padded steps."""
-    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
-
-
-USE_FAST_INFERENCE = True
-"""Switch for the inference kernels below; False runs torchaudio's kernels everywhere (the bench's
-ablation row)."""
-
-
-def inference_path(*tensors: Tensor) -> bool:
-    """True when no autograd graph is needed: the fast kernels below have no backward."""
-    return USE_FAST_INFERENCE and (not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors))
-
-
-def _probe_onednn_linear() -> bool:
-    try:
-        x = torch.ones(2, 3)
-        y = torch.ops.mkldnn._linear_pointwise(x, torch.ones(4, 3), None, "none", [], "")
-        return bool(torch.allclose(y, torch.full((2, 4), 3.0)))
-    except (AttributeError, RuntimeError):
-        return False
-
-
-_ONEDNN_LINEAR = _probe_onednn_linear()
-
-
-_LOW_PRECISION_WEIGHTS: dict[int, tuple[weakref.ref, int, torch.dtype, Tensor]] = {}
-
-
-def _autocast_weight(weight: Tensor) -> Tensor:
-    """The autocast-dtype copy of a parameter, kept across calls (autocast re-casts every weight on
-    every forward: ~10% of a bf16 BASE forward). Refreshed when the parameter changes in place,
-    dropped when the parameter is freed."""
-    dtype = torch.get_autocast_dtype("cpu")
-    if not isinstance(weight, nn.Parameter) or weight.is_inference():
-        return weight.to(dtype)
-    key = id(weight)
-    cached = _LOW_PRECISION_WEIGHTS.get(key)
-    if cached is None or cached[0]() is not weight or cached[1] != weight._version or cached[2] != dtype:
-        ref = weakref.ref(weight, lambda _, key=key: _LOW_PRECISION_WEIGHTS.pop(key, None))
-        cached = (ref, weight._version, dtype, weight.detach().to(dtype))
-        _LOW_PRECISION_WEIGHTS[key] = cached
-    return cached[3]
-
-
-def fast_linear(x: Tensor, weight: Tensor, bias: Tensor | None, gelu: bool = False) -> Tensor:
-    """``F.linear`` (+ GELU) for inference only (no backward).
-
-    fp32 on CPU goes to oneDNN's matmul instead of MKL's GEMM: twice as fast on the AMD CPUs
-    measured (bench/bench_wav2vec2.py). Under CPU autocast the weights' low-precision copies are
-    cached instead of re-cast on every call.
-    """
-    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-        dtype = torch.get_autocast_dtype("cpu")
-        w = _autocast_weight(weight)
-        b = None if bias is None else _autocast_weight(bias)
-        with torch.autocast("cpu", enabled=False):
-            y = F.linear(x.to(dtype), w, b)
-            return torch.ops.aten.gelu_(y) if gelu else y
-    if _ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32:
-        if gelu:
-            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "none")
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    y = F.linear(x, weight, bias)
-    return F.gelu(y) if gelu else y
-
-
-def _onednn_mm(a: Tensor, b_t: Tensor) -> Tensor:
-    """``a [N, K] @ b_t.T`` (``b_t [M, K]``) through oneDNN's fp32 matmul."""
-    return torch.ops.mkldnn._linear_pointwise(a, b_t, None, "none", [], "")
-
-
-class _OneDNNLinear(torch.autograd.Function):
-    """``F.linear`` whose forward and both backward GEMMs run on oneDNN (CPU, fp32): 2-2.5x faster
-    than the MKL GEMMs behind ``addmm``/``mm`` at one thread on the AMD CPUs measured, which made up
-    more than half of a BASE pretraining step (bench/bench_wav2vec2.py --what pretrain)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        x, weight = ctx.saved_tensors
-        g = grad.reshape(-1, grad.shape[-1]).contiguous()  # [N, out]
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _onednn_mm(g, weight.t().contiguous()).view(*grad.shape[:-1], weight.shape[1])
-        if ctx.needs_input_grad[1]:
-            grad_w = _onednn_mm(g.t().contiguous(), x.reshape(-1, x.shape[-1]).t().contiguous())
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = g.sum(0)
-        return grad_x, grad_w, grad_b
-
-
-def linear(x: Tensor, layer: nn.Linear) -> Tensor:
-    """``layer(x)`` on the fastest kernel for the situation: :func:`fast_linear` without autograd,
-    :class:`_OneDNNLinear` for fp32 CPU training, ``F.linear`` otherwise (GPU, autocast, float64)."""
-    weight, bias = layer.weight, layer.bias
-    if inference_path(x, weight):
-        return fast_linear(x, weight, bias)
-    if (
-        USE_FAST_INFERENCE
-        and _ONEDNN_LINEAR
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")
-        and x.numel() > 0
-    ):
-        return _OneDNNLinear.apply(x, weight, bias)
-    return F.linear(x, weight, bias)
-
-
 class ConvBlock(nn.Module):
-    """One feature-encoder block: Conv1d → (group norm | layer norm | nothing) → GELU.
+    """One feature-encoder block: Conv1d → (group norm | layer norm | nothing) → GELU, channels-last.
+
+    The convolution is one matrix product over overlapping windows of the input (window ``t`` is
+    steps ``[t * stride, t * stride + kernel)`` of every channel, a view of the input, nothing
+    copied), through :func:`~w2v.models.kernels.linear`; GELU is fused into it when there is no norm.
 
     Args:
         in_channels, out_channels, kernel_size, stride, bias: of the convolution.
-        norm: ``"group"`` (one group per channel: normalise each channel over time),
-            ``"layer"`` (normalise each frame over channels) or ``None``.
+        norm: ``"group"`` (one group per channel: normalise each channel over the valid frames of
+            its utterance), ``"layer"`` (normalise each frame over channels) or ``None``.
         eps: normaliser epsilon.
     """
 
@@ -194,111 +79,76 @@ class ConvBlock(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """
         Args:
-            x: ``[batch, in_channels, samples_or_frames]``.
+            x: ``[batch, steps, in_channels]`` (samples, or the previous block's frames).
             lengths: valid steps per utterance ``[batch]``, or None (all valid).
         Returns:
-            ``[batch, out_channels, frames]`` and the valid frames ``[batch]`` (or None).
+            ``[batch, frames, out_channels]`` with ``frames = (steps - kernel) // stride + 1``, and
+            the valid frames ``[batch]`` (or None).
         """
-        x = self.conv(x)
+        # [B, frames, C, k] -> [B, frames, k, C]: the last two dims are one contiguous run of k*C values
+        windows = x.contiguous().unfold(1, self.kernel_size, self.stride).transpose(2, 3).flatten(2)
+        weight = self.conv.weight.permute(0, 2, 1).reshape(self.conv.out_channels, -1)  # [out, k*C]
+        x = linear(windows, weight, self.conv.bias, gelu=self.norm is None)
         if lengths is not None:
             lengths = conv_output_lengths(lengths, self.kernel_size, self.stride)
-        if self.norm == "group":
-            assert self.layer_norm is not None
-            if lengths is None or bool((lengths == x.shape[-1]).all()):
-                x = self.layer_norm(x)
-            else:
-                x = self._masked_group_norm(x, lengths)
-        elif self.layer_norm is not None:
-            x = self.layer_norm(x)
-        return F.gelu(x), lengths
-
-    def forward_channels_last(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """Inference path: the convolution as one GEMM over overlapping windows of a channels-last input.
-
-        Args:
-            x: ``[batch, steps, in_channels]``.
-            lengths: ``[batch]`` or None.
-        Returns:
-            ``[batch, frames, out_channels]`` and valid frames ``[batch]`` (or None).
-        """
-        batch, steps, channels = x.shape
-        frames = (steps - self.kernel_size) // self.stride + 1
-        if torch.is_autocast_enabled("cpu"):  # cast once, before the windows repeat each step k/s times
-            x = x.to(torch.get_autocast_dtype("cpu"))
-        x = x.contiguous()
-        # window t is the contiguous run x[t*stride : t*stride + kernel] of kernel*channels values
-        windows = x.as_strided(
-            (batch, frames, self.kernel_size * channels), (steps * channels, self.stride * channels, 1)
-        )
-        weight = self.conv.weight
-        if torch.is_autocast_enabled("cpu"):
-            weight = _autocast_weight(weight)
-        weight = weight.permute(0, 2, 1).reshape(self.conv.out_channels, -1)
-        if lengths is not None:
-            lengths = conv_output_lengths(lengths, self.kernel_size, self.stride)
-        if self.norm is None:  # GELU fused into the GEMM
-            return fast_linear(windows, weight, self.conv.bias, gelu=True), lengths
-        x = fast_linear(windows, weight, self.conv.bias)
-        return self._normalize_gelu_(x, lengths), lengths
+        if self.norm is not None:
+            x = self._norm_gelu(x, lengths)
+        return x, lengths
 
     _CHUNK = 1024
-    """Frames per chunk of the in-place norm + GELU: the layer-0 activations (16M values per 10 s)
-    stay in cache per chunk, and no full-size temporary is allocated (each costs more in page
-    faults than the arithmetic; measured 5 ms vs 107 ms for the sum of squares)."""
+    """Frames per chunk of the norm + GELU: a chunk's fp32 temporaries stay in cache, where
+    full-size ones (16M values per 10 s at layer 0) would cost more in page faults than the
+    arithmetic."""
 
-    def _normalize_gelu_(self, x: Tensor, lengths: Tensor | None) -> Tensor:
-        """Norm + GELU of a channels-last ``[batch, frames, channels]``, in place, chunk by chunk.
+    def _norm_gelu(self, x: Tensor, lengths: Tensor | None) -> Tensor:
+        """GELU(norm(x)) of a channels-last ``[batch, frames, channels]``, chunk by chunk.
 
-        Arithmetic in fp32 (as autocast runs norms), written back in ``x``'s dtype. The group norm
-        (one group per channel) pools each channel over the valid frames of its utterance.
+        Arithmetic in fp32 (as autocast runs norms), the result in ``x``'s dtype.
         """
-        batch, frames, channels = x.shape
         norm = self.layer_norm
         assert norm is not None
+        chunks = x.split(self._CHUNK, dim=1)
         scale = shift = None
         if self.norm == "group":
-            assert isinstance(norm, nn.GroupNorm)
-            valid = None if lengths is None else (~lengths_to_padding_mask(lengths, frames))[:, :, None].float()
-            # sums of (x - pivot), pivot ~ the mean, so a large DC offset does not cancel digits
-            head = x[:, : self._CHUNK].float()
-            if valid is None:
-                pivot = head.mean(1, keepdim=True)
-            else:
-                head_valid = valid[:, : self._CHUNK]
-                pivot = (head * head_valid).sum(1, keepdim=True) / head_valid.sum(1, keepdim=True).clamp(min=1)
-            total = torch.zeros_like(pivot)
-            squares = torch.zeros_like(pivot)
-            for start in range(0, frames, self._CHUNK):
-                chunk = x[:, start : start + self._CHUNK].float() - pivot
-                if valid is not None:
-                    chunk = chunk * valid[:, start : start + self._CHUNK]
-                total += chunk.sum(1, keepdim=True)
-                squares += (chunk * chunk).sum(1, keepdim=True)
-            count = torch.full_like(total, frames) if lengths is None else lengths.clamp(min=1)[:, None, None]
-            offset = total / count
-            var = (squares / count - offset * offset).clamp(min=0.0)
-            scale = torch.rsqrt(var + norm.eps) * norm.weight
-            shift = norm.bias - (pivot + offset) * scale
-        for start in range(0, frames, self._CHUNK):
-            chunk = x[:, start : start + self._CHUNK]
+            scale, shift = self._group_norm_affine(chunks, lengths)
+        out = []
+        for chunk in chunks:
             if scale is not None and shift is not None:
                 y = torch.addcmul(shift, chunk.float(), scale)
             else:
-                y = F.layer_norm(chunk.float(), (channels,), norm.weight, norm.bias, norm.eps)
-            chunk.copy_(F.gelu(y))
-        return x
+                y = F.layer_norm(chunk.float(), chunk.shape[-1:], norm.weight, norm.bias, norm.eps)
+            out.append(F.gelu(y).to(x.dtype))
+        return torch.cat(out, dim=1)
 
-    def _masked_group_norm(self, x: Tensor, lengths: Tensor) -> Tensor:
-        # Statistics over valid frames only; in fp32 like F.group_norm under autocast.
-        gn = self.layer_norm
-        assert isinstance(gn, nn.GroupNorm)
-        x = x.float()
-        valid = (~lengths_to_padding_mask(lengths, x.shape[-1]))[:, None, :].to(x.dtype)
-        count = lengths.clamp(min=1)[:, None, None].to(x.dtype)
-        mean = (x * valid).sum(-1, keepdim=True) / count
-        var = (((x - mean) * valid) ** 2).sum(-1, keepdim=True) / count
-        x = (x - mean) * torch.rsqrt(var + gn.eps)
-        return x * gn.weight[None, :, None] + gn.bias[None, :, None]
+    def _group_norm_affine(self, chunks: tuple[Tensor, ...], lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The group norm as ``x * scale + shift``, both ``[batch, 1, channels]`` in fp32, from
+        each utterance's valid frames only (``chunks``: the frames of ``[batch, frames, channels]``)."""
+        norm = self.layer_norm
+        assert isinstance(norm, nn.GroupNorm)
+        frames = sum(c.shape[1] for c in chunks)
+        valid = None if lengths is None else (~lengths_to_padding_mask(lengths, frames))[:, :, None].float()
+        # Sums of (x - pivot) with the pivot near the mean, so a large DC offset does not cancel
+        # digits; the pivot is a constant (detached): mean and variance do not depend on it.
+        head = chunks[0].detach().float()
+        if valid is None:
+            pivot = head.mean(1, keepdim=True)
+        else:
+            head_valid = valid[:, : head.shape[1]]
+            pivot = (head * head_valid).sum(1, keepdim=True) / head_valid.sum(1, keepdim=True).clamp(min=1)
+        total = squares = torch.zeros_like(pivot)
+        start = 0
+        for chunk in chunks:
+            centred = chunk.float() - pivot
+            if valid is not None:
+                centred = centred * valid[:, start : start + chunk.shape[1]]
+            total = total + centred.sum(1, keepdim=True)
+            squares = squares + (centred * centred).sum(1, keepdim=True)
+            start += chunk.shape[1]
+        count = torch.full_like(total, frames) if lengths is None else lengths.clamp(min=1)[:, None, None].float()
+        offset = total / count
+        var = (squares / count - offset * offset).clamp(min=0.0)
+        scale = torch.rsqrt(var + norm.eps) * norm.weight
+        return scale, norm.bias - (pivot + offset) * scale
 
 
 class FeatureEncoder(nn.Module):
@@ -389,17 +239,11 @@ class FeatureEncoder(nn.Module):
             x, lengths = self._convs(waveforms, lengths)
             if self.grad_mult != 1.0 and x.requires_grad:
                 x = ta.GradMultiply.apply(x, self.grad_mult)
-        return x.transpose(1, 2), lengths
+        return x, lengths
 
     def _convs(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """``[batch, samples] -> [batch, channels, frames]`` (a transposed channels-last view on the
-        inference path)."""
-        if inference_path(x, *self.parameters()):
-            x = x.unsqueeze(2)
-            for block in self.conv_layers:
-                x, lengths = block.forward_channels_last(x, lengths)
-            return x.transpose(1, 2), lengths
-        x = x.unsqueeze(1)
+        """``[batch, samples] -> [batch, frames, channels]``."""
+        x = x.unsqueeze(2)
         for block in self.conv_layers:
             x, lengths = block(x, lengths)
         return x, lengths
@@ -452,7 +296,7 @@ class _PosConvLayer(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention (torchaudio's parameter names), with a oneDNN fp32 inference path.
+    """Multi-head self-attention with torchaudio's parameter names.
 
     Args:
         embed_dim: model width D.
@@ -483,26 +327,20 @@ class SelfAttention(nn.Module):
         """
         batch, frames, _ = x.shape
         heads = (batch, frames, self.num_heads, self.head_dim)
-        q, k, v = (linear(x, p) for p in (self.q_proj, self.k_proj, self.v_proj))
-        q, k, v = (t.view(heads).transpose(1, 2) for t in (q, k, v))
-        if q.dtype == torch.bfloat16 and frames <= 2048 and inference_path(q):
-            # bf16 on CPU: two batched GEMMs + softmax beat the flash kernel ~1.4x up to a few
-            # thousand frames (measured at 500); scores [B, H, F, F] stay small there.
-            scores = torch.matmul(q * self.head_dim**-0.5, k.transpose(-1, -2))
-            if attention_mask is not None:
-                scores = scores.masked_fill(~attention_mask, float("-inf"))
-            y = torch.matmul(scores.softmax(-1), v)
-        else:
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attention_mask, dropout_p=self.dropout if self.training else 0.0
-            )
+        # [batch, heads, frames, head_dim], contiguous: SDPA's CPU kernels run slower on the transposed view
+        q, k, v = (
+            linear(x, p.weight, p.bias).view(heads).transpose(1, 2).contiguous()
+            for p in (self.q_proj, self.k_proj, self.v_proj)
+        )
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attention_mask, dropout_p=self.dropout if self.training else 0.0
+        )
         y = y.transpose(1, 2).reshape(batch, frames, self.embed_dim)
-        return linear(y, self.out_proj), None
+        return linear(y, self.out_proj.weight, self.out_proj.bias), None
 
 
 class FeedForward(nn.Module):
-    """Linear → GELU → dropout → Linear → dropout (torchaudio's parameter names); the first linear and
-    the GELU are one oneDNN call on the fp32 inference path."""
+    """Linear → GELU → dropout → Linear → dropout (torchaudio's parameter names)."""
 
     def __init__(self, embed_dim: int, ffn_dim: int, activation_dropout: float, dropout: float) -> None:
         super().__init__()
@@ -513,12 +351,9 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``[batch, frames, embed_dim] -> [batch, frames, embed_dim]``."""
-        if inference_path(x, self.intermediate_dense.weight):
-            h = fast_linear(x, self.intermediate_dense.weight, self.intermediate_dense.bias, gelu=True)
-            h = fast_linear(self.intermediate_dropout(h), self.output_dense.weight, self.output_dense.bias)
-            return self.output_dropout(h)
-        h = self.intermediate_dropout(F.gelu(linear(x, self.intermediate_dense)))
-        return self.output_dropout(linear(h, self.output_dense))
+        h = linear(x, self.intermediate_dense.weight, self.intermediate_dense.bias, gelu=True)
+        h = linear(self.intermediate_dropout(h), self.output_dense.weight, self.output_dense.bias)
+        return self.output_dropout(h)
 
 
 class EncoderLayer(nn.Module):

@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Mapping
 
+from w2v.utils import check_config_fields
+
 ConvSpec = tuple[tuple[int, int, int], ...]
 """Feature-encoder layers as ``(out_channels, kernel, stride)``."""
 
@@ -96,8 +98,8 @@ class EncoderConfig:
         return field_
 
     @property
-    def frame_shift(self) -> int:
-        """Samples between output frames (320 = 20 ms for the standard encoder)."""
+    def hop_samples(self) -> int:
+        """Samples between output frames (320 = 20 ms at 16 kHz for the standard encoder)."""
         shift = 1
         for _, _, stride in self.conv_layers:
             shift *= stride
@@ -169,17 +171,25 @@ def config_to_dict(config: EncoderConfig) -> dict[str, Any]:
 def config_from_dict(kind: str, values: Mapping[str, Any]) -> EncoderConfig:
     """Rebuild the config of family ``kind`` from :func:`config_to_dict` output (or its JSON form).
 
+    A ``frame_shift`` entry (the hop in samples, under its old name) is checked against the
+    conv layers and dropped.
+
     Raises:
         ValueError: unknown family or unknown / misspelled fields (the expected ones are named).
     """
     if kind not in CONFIG_CLASSES:
         raise ValueError(f"Unknown encoder kind {kind!r}; expected one of {sorted(CONFIG_CLASSES)}")
     cls = CONFIG_CLASSES[kind]
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"Unknown {cls.__name__} fields {unknown}; expected a subset of {sorted(names)}")
-    return cls(**dict(values))
+    values = dict(values)
+    # The hop was once called frame_shift, in samples; frame_shift means seconds everywhere else.
+    legacy_hop = values.pop("frame_shift", None)
+    check_config_fields(cls, values)
+    config = cls(**values)
+    if legacy_hop is not None and int(legacy_hop) != config.hop_samples:
+        raise ValueError(
+            f"frame_shift {legacy_hop} (samples) disagrees with the {config.hop_samples}-sample hop of conv_layers"
+        )
+    return config
 
 
 __all__ = [

@@ -24,10 +24,10 @@ from w2v.models.components import (
     FeatureEncoder,
     build_encoder,
     init_weights,
-    linear,
-    lengths_to_padding_mask,
 )
 from w2v.models.config import EncoderConfig
+from w2v.models.kernels import linear
+from w2v.models.padding import lengths_to_padding_mask
 
 
 class EncoderOutput(NamedTuple):
@@ -114,7 +114,7 @@ class SSLEncoder(nn.Module):
                 padding_mask = lengths_to_padding_mask(lengths, frames)
         projection = self.encoder.feature_projection
         features = projection.layer_norm(features)
-        projected = projection.dropout(linear(features, projection.projection))
+        projected = projection.dropout(linear(features, projection.projection.weight, projection.projection.bias))
         x = projected
         if mask is not None:
             if mask.shape != (batch, frames) or mask.dtype != torch.bool:

@@ -7,7 +7,6 @@ Parameter counts (no quantizer, no heads; +D for the mask embedding): wav2vec2_b
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, TypeVar
 
 from w2v.models.config import (
@@ -18,6 +17,7 @@ from w2v.models.config import (
     WavLMConfig,
 )
 from w2v.models.encoder import SSLEncoder
+from w2v.utils import check_config_fields
 
 C = TypeVar("C", bound=EncoderConfig)
 
@@ -50,10 +50,7 @@ _LV60K = dict(
 
 
 def _make(cls: type[C], preset: dict[str, Any], overrides: dict[str, Any]) -> tuple[C, SSLEncoder]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"Unknown {cls.__name__} fields {unknown}; expected a subset of {sorted(names)}")
+    check_config_fields(cls, overrides)
     config = cls(**{**preset, **overrides})
     return config, SSLEncoder(config)
 

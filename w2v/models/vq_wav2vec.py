@@ -3,7 +3,8 @@
 ``z = model.feature_extractor(wav)`` (``[batch, C, frames]``, 10 ms), ``codes = model.quantize(z)[1]``
 gives the discrete units (``[batch, frames, G]``), ``c = model.feature_aggregator(model.quantize(z)[0])``.
 The quantizers (Gumbel-softmax or k-means, G = 2 groups x V = 320 codewords) are in
-:mod:`w2v.ssl.quantizers`; the future-prediction loss scores the quantized frames.
+:mod:`w2v.models.quantizers`; the future-prediction loss (:mod:`w2v.ssl.future_prediction`) scores
+the quantized frames.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
-import torch
 from torch import Tensor, nn
 
+from w2v.models.loading import register_builder
+from w2v.models.padding import lengths_to_padding_mask
+from w2v.models.quantizers import GumbelVectorQuantizer, KmeansVectorQuantizer, LinearTemperature, QuantizerOutput
 from w2v.models.wav2vec import (
     Wav2VecConfig,
     Wav2VecContextNetwork,
     Wav2VecFeatureExtractor,
     wav2vec_tiny_config,
 )
-from w2v.ssl.quantizers import GumbelVectorQuantizer, KmeansVectorQuantizer, LinearTemperature, QuantizerOutput
+from w2v.utils import check_config_fields
 
 
 @dataclass
@@ -44,6 +47,7 @@ class VqWav2VecConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.wav2vec, dict):
+            check_config_fields(Wav2VecConfig, self.wav2vec)
             self.wav2vec = Wav2VecConfig(**self.wav2vec)
         if self.quantizer not in ("gumbel", "kmeans"):
             raise ValueError(f"quantizer must be 'gumbel' or 'kmeans', got {self.quantizer!r}")
@@ -70,9 +74,7 @@ class VqWav2VecModel(nn.Module):
 
     def quantize(self, z: Tensor, frame_lengths: Tensor | None = None) -> tuple[Tensor, Tensor, QuantizerOutput]:
         """z ``[batch, C, frames]`` -> (ẑ ``[batch, C, frames]``, codes ``[batch, frames, G]``, full output)."""
-        valid = None
-        if frame_lengths is not None:
-            valid = frame_lengths.to(z.device)[:, None] > torch.arange(z.shape[-1], device=z.device)[None, :]
+        valid = None if frame_lengths is None else ~lengths_to_padding_mask(frame_lengths.to(z.device), z.shape[-1])
         out = self.vector_quantizer(self.quantizer_input_norm(z.transpose(1, 2)), valid)
         return out.quantized.transpose(1, 2), out.codes, out
 
@@ -117,14 +119,9 @@ def vq_wav2vec_tiny(quantizer: str = "gumbel", **overrides) -> VqWav2VecModel:
 
 
 def _build_from_dict(values: Mapping[str, Any]) -> tuple[VqWav2VecModel, VqWav2VecConfig]:
+    check_config_fields(VqWav2VecConfig, values)
     config = VqWav2VecConfig(**dict(values))
     return VqWav2VecModel(config), config
 
 
-def _register() -> None:
-    from w2v.models.loading import register_builder
-
-    register_builder(VqWav2VecConfig.kind, _build_from_dict)
-
-
-_register()
+register_builder(VqWav2VecConfig.kind, _build_from_dict)

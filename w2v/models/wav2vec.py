@@ -24,6 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from w2v.models.loading import load_state_dict_strict, register_builder, register_fairseq_converter
+from w2v.models.padding import lengths_to_padding_mask
+from w2v.utils import check_config_fields
+
 ConvSpec = tuple[int, int, int]  # (channels, kernel, stride)
 
 
@@ -47,11 +51,15 @@ class Wav2VecConfig:
         self.encoder_layers = tuple(tuple(int(v) for v in spec) for spec in self.encoder_layers)
         self.context_layers = tuple(tuple(int(v) for v in spec) for spec in self.context_layers)
 
+    @property
+    def hop_samples(self) -> int:
+        """Samples between output frames (160 = 10 ms at 16 kHz for the standard encoder)."""
+        return math.prod(spec[2] for spec in self.encoder_layers)
+
 
 def _valid_mask(lengths: Tensor | None, frames: int, device) -> Tensor | None:
-    if lengths is None:
-        return None
-    return torch.arange(frames, device=device)[None, :] < lengths.to(device)[:, None]
+    """``[batch, frames]`` True at valid frames, or None when nothing is padded."""
+    return None if lengths is None else ~lengths_to_padding_mask(lengths.to(device), frames)
 
 
 class MaskedGroupNorm(nn.Module):
@@ -218,9 +226,6 @@ class Wav2VecModel(nn.Module):
         self.feature_extractor = Wav2VecFeatureExtractor(config)
         self.feature_aggregator = Wav2VecContextNetwork(config, self.feature_extractor.out_channels)
 
-    @property
-    def frame_shift_samples(self) -> int:
-        return math.prod(spec[2] for spec in self.config.encoder_layers)
 
     def forward(self, waveforms: Tensor, lengths: Tensor | None = None):
         """Returns ``(z [B, C, F], c [B, C', F], frame_lengths | None)``."""
@@ -295,6 +300,7 @@ def wav2vec_tiny(**overrides) -> Wav2VecModel:
 
 
 def _build_from_dict(values: Mapping[str, Any]) -> tuple[Wav2VecModel, Wav2VecConfig]:
+    check_config_fields(Wav2VecConfig, values)
     config = Wav2VecConfig(**dict(values))
     return Wav2VecModel(config), config
 
@@ -351,8 +357,6 @@ def convert_fairseq_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]
 
 
 def _from_fairseq(model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any], state: Mapping[str, Tensor]):
-    from w2v.models.loading import load_state_dict_strict
-
     config = config_from_fairseq(model_cfg)
     model = Wav2VecModel(config)
     converted = convert_fairseq_state_dict(state)
@@ -362,11 +366,5 @@ def _from_fairseq(model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any], sta
     return model, config
 
 
-def _register() -> None:
-    from w2v.models.loading import register_builder, register_fairseq_converter
-
-    register_builder(Wav2VecConfig.kind, _build_from_dict)
-    register_fairseq_converter("wav2vec", _from_fairseq)
-
-
-_register()
+register_builder(Wav2VecConfig.kind, _build_from_dict)
+register_fairseq_converter("wav2vec", _from_fairseq)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from w2v.ssl.quantizers import perplexity
+from w2v.models.quantizers import perplexity
 
 
 class ContrastiveOutput(NamedTuple):

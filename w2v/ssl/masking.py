@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from w2v.models.padding import lengths_to_padding_mask
+
 
 def compute_span_mask(
     shape: tuple[int, int],
@@ -62,8 +64,7 @@ def compute_span_mask(
 
     # Sampling without replacement: the num_starts positions with the smallest random keys.
     keys = torch.rand(batch, steps, generator=generator)
-    positions = torch.arange(steps)
-    keys[positions[None, :] >= num_positions[:, None]] = float("inf")
+    keys[lengths_to_padding_mask(num_positions, steps)] = float("inf")
     ranks = keys.argsort(dim=1).argsort(dim=1)
     starts = ranks < num_starts[:, None]
 
@@ -73,7 +74,7 @@ def compute_span_mask(
     if mask_length < steps:
         shifted[:, mask_length:] = csum[:, :-mask_length]
     mask = (csum - shifted) > 0
-    mask &= positions[None, :] < lengths[:, None]
+    mask &= ~lengths_to_padding_mask(lengths, steps)
     return mask.to(device) if device is not None else mask
 
 
@@ -103,8 +104,3 @@ def apply_channel_mask(x: Tensor, mask: Tensor) -> Tensor:
             f"Expected x [B, T, C] and mask [B, C]. Found: {list(x.shape)} and {list(mask.shape)}"
         )
     return x.masked_fill(mask[:, None, :], 0.0)
-
-
-def lengths_to_padding_mask(lengths: Tensor, steps: int) -> Tensor:
-    """BoolTensor ``[batch, steps]``, True at padded steps."""
-    return torch.arange(steps, device=lengths.device)[None, :] >= lengths[:, None]

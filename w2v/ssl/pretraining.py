@@ -22,6 +22,8 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from w2v.models.padding import lengths_to_padding_mask
+from w2v.models.quantizers import ExponentialTemperature, GumbelVectorQuantizer
 from w2v.ssl.augment import utterance_mix
 from w2v.ssl.ema import EMATeacher, TauSchedule, data2vec_targets
 from w2v.ssl.future_prediction import FuturePredictionLoss
@@ -34,7 +36,6 @@ from w2v.ssl.losses import (
     wav2vec2_contrastive_loss,
 )
 from w2v.ssl.masking import compute_span_mask
-from w2v.ssl.quantizers import ExponentialTemperature, GumbelVectorQuantizer
 
 
 class PretrainOutput(NamedTuple):
@@ -57,9 +58,10 @@ def _zero(ref: Tensor) -> Tensor:
 
 
 def _valid(frame_lengths: Tensor | None, batch: int, frames: int, device) -> Tensor:
+    """``[batch, frames]`` True at valid frames."""
     if frame_lengths is None:
         return torch.ones(batch, frames, dtype=torch.bool, device=device)
-    return torch.arange(frames, device=device)[None, :] < frame_lengths.to(device)[:, None]
+    return ~lengths_to_padding_mask(frame_lengths.to(device), frames)
 
 
 def _config_dict(config: Any) -> dict:

@@ -41,7 +41,7 @@ from w2v.ssl.pretraining import (
     Wav2VecPretrainer,
     wavlm_pretrain_config,
 )
-from w2v.utils import atomic_torch_save, atomic_write_text, seed_everything
+from w2v.utils import atomic_torch_save, atomic_write_text, check_config_fields, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +179,7 @@ def _encoder_factory(family: str, size: str):
 
 
 def _objective_config(cls, preset: dict, overrides: dict):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"Unknown {cls.__name__} fields {unknown}; expected a subset of {sorted(names)}")
+    check_config_fields(cls, overrides)
     return cls(**{**preset, **overrides})
 
 

@@ -1,14 +1,14 @@
 import pytest
 import torch
 
-from w2v.ssl.losses import diversity_loss
-from w2v.ssl.quantizers import (
+from w2v.models.quantizers import (
     ExponentialTemperature,
     GumbelVectorQuantizer,
     KmeansVectorQuantizer,
     LinearTemperature,
     perplexity,
 )
+from w2v.ssl.losses import diversity_loss
 
 
 def test_linear_temperature_vq_wav2vec():
