@@ -4,15 +4,16 @@
 # Python side accepts (tests/recipes/test_recipe_bookkeeping.py holds them equal).
 
 ssl_models="wav2vec vq_wav2vec wav2vec2 data2vec hubert wavlm"
+model_sizes="demo medium large linear"
 decoding_methods="ctc-greedy-search ctc-decoding 1best nbest nbest-rescoring whole-lattice-rescoring"
 
-check_int stage stop_stage synth_seed ssl_layer save_every_n node_rank
+check_int stage stop_stage synth_seed ssl_layer save_every_n node_rank ssl_freeze_updates
 check_positive_int nj num_epochs world_size avg keep_last_k search_beam max_active_states ssl_steps nnodes master_port
 check_number max_duration
 check_bool download speed_perturb ssl_bf16 resample
 check_choice synth_size tiny mini small
 check_choice feature_type fbank ssl ssl-weighted ssl-finetune
-check_choice model_size demo medium large
+check_choice model_size $model_sizes
 check_choice amp none bf16 fp16
 [[ $device =~ ^(auto|cpu|cuda(:[0-9]+)?)$ ]] || die "--device must be auto, cpu, cuda or cuda:N, got '$device'"
 [ "$node_rank" -lt "$nnodes" ] || die "--node-rank $node_rank must be below --nnodes $nnodes"
@@ -54,7 +55,8 @@ case "$feature_type" in
         ssl_train_args="--ssl-checkpoint $ssl_checkpoint --ssl-layer 0 --ssl-bf16 $ssl_bf16" ;;
       ssl-finetune)
         feature_tag=${ckpt_name}_finetune_$([ "$ssl_layer" = 0 ] && echo weighted || echo L$ssl_layer)${bf16_tag}
-        ssl_train_args="--ssl-checkpoint $ssl_checkpoint --ssl-layer $ssl_layer --ssl-finetune true --ssl-bf16 $ssl_bf16" ;;
+        ssl_train_args="--ssl-checkpoint $ssl_checkpoint --ssl-layer $ssl_layer --ssl-finetune true --ssl-bf16 $ssl_bf16"
+        ssl_train_args="$ssl_train_args --ssl-freeze-updates $ssl_freeze_updates" ;;
     esac
     [ "$feature_type" != ssl ] || [ "$ssl_layer" -gt 0 ] || die "--feature-type ssl extracts one layer: give --ssl-layer ≥ 1"
     ;;

@@ -34,7 +34,9 @@
 #   --ssl-model [] --ssl-steps [600] --feature-type [fbank] (or ssl, ssl-weighted, ssl-finetune)
 #   --ssl-checkpoint [exp/ssl_<ssl-model>] --ssl-layer [2] --ssl-bf16 [false]
 #   --exp-dir [exp/ctc_<tag>], tag: fbank, <ckpt>_L<layer>, <ckpt>_weighted, <ckpt>_finetune_L<layer>
-#   --num-epochs [25] --keep-last-k [5] --save-every-n [0] --model-size [demo] (medium 33M, large 80M)
+#   --ssl-freeze-updates [0] (ssl-finetune: the encoder stays frozen for the first N updates)
+#   --num-epochs [25] --keep-last-k [5] --save-every-n [0]
+#   --model-size [demo] (medium 33M, large 80M; linear: fairseq's linear CTC head on the SSL encoder)
 #   --max-duration [30] --epoch [=num-epochs] --avg [3]
 #   --device [auto] (cpu, cuda) --amp [none] (bf16, fp16) --world-size [1] (processes per node)
 #   --nnodes [1] --node-rank [0] --master-addr [localhost] --master-port [29500] (multi-node torchrun)
@@ -62,6 +64,7 @@ feature_type=fbank
 ssl_checkpoint=
 ssl_layer=2
 ssl_bf16=false
+ssl_freeze_updates=0
 exp_dir=
 num_epochs=25
 keep_last_k=5

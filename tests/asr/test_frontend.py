@@ -108,3 +108,51 @@ def test_frozen_encoder_left_out_of_checkpoints_and_restored(ssl_ckpt, tmp_path)
 def test_bad_layer(ssl_ckpt):
     with pytest.raises(ValueError, match="layer 3 does not exist"):
         make_spec(str(ssl_ckpt), 3, False)
+
+
+def test_linear_head_on_the_encoder_keeps_its_frame_rate(ssl_ckpt):
+    """fairseq's / HF's fine-tuning set-up: encoder frames → dropout → one linear map."""
+    spec, state = make_spec(str(ssl_ckpt), 2, finetune=True)
+    cfg = AsrConfig(num_tokens=7, feature_dim=spec["feature_dim"], subsampling=1, ssl=spec, head="linear")
+    model = build_model(cfg)
+    model.frontend.encoder.load_state_dict(state)
+    outside = {n: p.numel() for n, p in model.named_parameters() if not n.startswith(ENCODER_PREFIX)}
+    assert outside == {"output.weight": 7 * 64, "output.bias": 7}
+    wav = _audio(1.0, 0.6)
+    lens = torch.tensor([w.numel() for w in wav])
+    batch = torch.zeros(2, int(lens.max()))
+    for i, w in enumerate(wav):
+        batch[i, : w.numel()] = w
+    log_probs, out_lens = model.eval()(batch, lens)
+    assert out_lens.tolist() == [49, 29] and log_probs.shape == (2, 49, 7)  # 20 ms frames
+    with pytest.raises(ValueError, match="a linear head keeps the input's frame rate"):
+        AsrConfig(head="linear", subsampling=2)
+
+
+def test_a_finetuned_encoder_stays_frozen_for_its_first_updates(ssl_ckpt, librispeech_tiny_cuts, tmp_path):
+    from w2v.asr.train import TrainConfig, train
+    from w2v.lang.symbols import write_symbol_table
+
+    cuts = librispeech_tiny_cuts["dev-clean"].subset(first=6)
+    path = tmp_path / "cuts.jsonl.gz"
+    cuts.to_file(path)
+    lang = tmp_path / "lang"
+    lang.mkdir()
+    chars = sorted({ch for c in cuts for ch in c.supervisions[0].text if ch != " "})
+    write_symbol_table(lang / "tokens.txt", ["<blk>", "<unk>", *chars, "#0"])
+    encoder = torch.load(ssl_ckpt, weights_only=True)["model"]
+
+    def encoder_after(epochs):
+        cfg = TrainConfig(exp_dir=str(tmp_path / "exp"), lang_dir=str(lang), train_cuts=[str(path)],
+                          token_type="char", num_epochs=epochs, max_duration=30, ssl_checkpoint=str(ssl_ckpt),
+                          ssl_layer=2, ssl_finetune=True, ssl_freeze_updates=2, progress=False,
+                          tensorboard=False, warmup_steps=2)
+        result = train(cfg, AsrConfig(head="linear", subsampling=1))
+        steps = torch.load(tmp_path / "exp" / f"epoch-{epochs}.pt", weights_only=True)["step"]
+        return steps, {k[len(ENCODER_PREFIX):]: v for k, v in result.model.state_dict().items()
+                       if k.startswith(ENCODER_PREFIX)}
+
+    steps, state = encoder_after(1)
+    assert 0 < steps <= 2 and all(torch.equal(state[k], encoder[k]) for k in encoder)
+    steps, state = encoder_after(3)
+    assert steps > 2 and any(not torch.equal(state[k], encoder[k]) for k in encoder if ".transformer." in k)

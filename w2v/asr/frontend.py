@@ -58,6 +58,8 @@ class SslFrontend(nn.Module):
         self.layer = int(spec["layer"])
         self.finetune = bool(spec["finetune"])
         self.bf16 = bool(spec["bf16"])
+        # Set by the training loop: a fine-tuned encoder can stay frozen for its first updates.
+        self.frozen = False
         self.layer_weights = nn.Parameter(torch.zeros(int(spec["num_layers"]))) if self.layer == 0 else None
         for p in self.encoder.parameters():
             p.requires_grad = False
@@ -76,7 +78,7 @@ class SslFrontend(nn.Module):
 
     def _layers(self, waveforms: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor | None]:
         num_layers = self.layer or None
-        grad = self.finetune and self.training and torch.is_grad_enabled()
+        grad = self.finetune and not self.frozen and self.training and torch.is_grad_enabled()
         with torch.autocast(waveforms.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             if grad and hasattr(self.encoder, "encode"):
                 with torch.no_grad():  # the conv feature encoder is frozen

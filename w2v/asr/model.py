@@ -54,8 +54,16 @@ class AsrConfig:
     # On-the-fly SSL front end (w2v/asr/frontend.py): None when the features are precomputed;
     # else the spec of w2v.asr.frontend.make_spec, and the input is audio [B, samples].
     ssl: Optional[dict] = None
+    # "conformer": subsampling to 40 ms + conformer blocks; "linear": dropout and one linear map
+    # from the features to the tokens at the input's frame rate (fairseq's and HF's wav2vec 2.0
+    # fine-tuning head on the SSL encoder; a linear probe on precomputed features).
+    head: str = "conformer"
 
     def __post_init__(self) -> None:
+        if self.head not in ("conformer", "linear"):
+            raise ValueError(f"head must be 'conformer' or 'linear', got {self.head!r}")
+        if self.head == "linear" and self.subsampling != 1:
+            raise ValueError(f"a linear head keeps the input's frame rate (subsampling 1), got {self.subsampling}")
         if self.subsampling not in SUBSAMPLING_FACTORS:
             raise ValueError(
                 f"subsampling must be one of {SUBSAMPLING_FACTORS}, got {self.subsampling}"
@@ -82,6 +90,8 @@ MODEL_SIZES: dict[str, dict[str, Any]] = {
     # icefall's LibriSpeech conformer_ctc encoder (512-d, 8 heads, 12 blocks, FFN 2048, kernel 31): 80.3M
     "large": dict(d_model=512, num_heads=8, num_layers=12, ffn_dim=2048, conv_kernel=31,
                   subsampling_channels=512),
+    # fairseq's / HF's fine-tuning set-up: the SSL encoder's frames → dropout → linear (V × dim)
+    "linear": dict(head="linear", subsampling=1, dropout=0.1),
 }
 
 
@@ -117,6 +127,12 @@ def subsampling_for(frame_shift: float) -> int:
             f"{OUTPUT_FRAME_SHIFT * 1000:g} ms; supported input shifts: 10, 20 and 40 ms"
         )
     return factor
+
+
+def input_subsampling(head: str, frame_shift: float) -> int:
+    """Input frames per output frame: 1 for a linear head (it keeps the frame rate), else
+    :func:`subsampling_for` (40 ms output frames)."""
+    return 1 if head == "linear" else subsampling_for(frame_shift)
 
 
 def utterance_cmvn(features: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -304,7 +320,8 @@ class ConformerBlock(nn.Module):
 
 
 class CtcConformer(nn.Module):
-    """Features → subsampling (×4 / ×2 / ×1) → conformer blocks → linear → log-softmax over tokens."""
+    """Features → subsampling (×4 / ×2 / ×1) → conformer blocks → linear → log-softmax over tokens;
+    with ``head="linear"``: features → dropout → linear → log-softmax, at the features' frame rate."""
 
     def __init__(self, cfg: AsrConfig) -> None:
         super().__init__()
@@ -318,6 +335,10 @@ class CtcConformer(nn.Module):
             self.frontend = SslFrontend(cfg.ssl)
             # Precomputed features are augmented by the dataset; on-the-fly ones here.
             self.spec_augment = default_spec_augment(cfg.ssl["frame_shift"], cfg.feature_dim)
+        if cfg.head == "linear":
+            self.subsampling, self.pos, self.blocks = nn.Identity(), nn.Dropout(cfg.dropout), nn.ModuleList()
+            self.output = nn.Linear(cfg.feature_dim, cfg.num_tokens)
+            return
         self.subsampling = make_subsampling(cfg)
         self.pos = SinusoidalPositionalEncoding(cfg.d_model, cfg.dropout)
         self.blocks = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.num_layers))

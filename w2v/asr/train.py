@@ -47,9 +47,9 @@ from w2v.asr.model import (
     KIND,
     AsrConfig,
     build_model,
+    input_subsampling,
     num_parameters,
     subsampled_lengths,
-    subsampling_for,
 )
 from w2v.asr.tokens import Tokenizer
 from w2v.runtime import SAMPLE_RATE
@@ -106,6 +106,9 @@ class TrainConfig:
     ssl_finetune: bool = False
     ssl_lr_scale: float = 0.1
     ssl_bf16: bool = False
+    # A fine-tuned encoder stays frozen for the first N updates (fairseq's freeze_finetune_updates):
+    # the new layers on top learn first.
+    ssl_freeze_updates: int = 0
     # Append the cut ids of every batch, per rank, to ``exp_dir/batches.rank<r>.txt``.
     log_batches: bool = False
     tensorboard: bool = True
@@ -236,12 +239,13 @@ def resolve_model_config(train_cfg: TrainConfig, model_cfg: AsrConfig, tokenizer
         feature_dim, frame_shift = model_cfg.ssl["feature_dim"], model_cfg.ssl["frame_shift"]
     else:
         feature_dim, frame_shift = feature_shape(train_cuts, source)
+    subsampling = input_subsampling(model_cfg.head, frame_shift)
     if resume.ckpt is None:
         model_cfg = AsrConfig.from_dict({
             **asdict(model_cfg), "num_tokens": tokenizer.num_tokens,
-            "feature_dim": feature_dim, "subsampling": subsampling_for(frame_shift),
+            "feature_dim": feature_dim, "subsampling": subsampling,
         })
-    elif (feature_dim, subsampling_for(frame_shift)) != (model_cfg.feature_dim, model_cfg.subsampling):
+    elif (feature_dim, subsampling) != (model_cfg.feature_dim, model_cfg.subsampling):
         raise ValueError(
             f"{source}: {feature_dim}-dim features at {frame_shift * 1000:g} ms, but the model in "
             f"{resume.path} takes {model_cfg.feature_dim}-dim features subsampled ×{model_cfg.subsampling}"
@@ -363,6 +367,8 @@ def train_one_epoch(loop: Loop, epoch: int) -> float:
             break
         if loop.batch_log is not None:
             loop.batch_log.write(f"{epoch} {i} {' '.join(batch['cut_ids'])}\n")
+        if loop.model.frontend is not None:
+            loop.model.frontend.frozen = loop.step < cfg.ssl_freeze_updates
         b = compute_loss(loop.ddp_model, batch, loop.tokenizer, loop.ctc_impl, rt)
         loop.optimizer.zero_grad(set_to_none=True)
         rt.backward(b.loss)

@@ -70,6 +70,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="train the Transformer too (the conv feature encoder stays frozen)")
     g.add_argument("--ssl-lr-scale", type=float, default=t.ssl_lr_scale, help="encoder lr = lr × this")
     g.add_argument("--ssl-bf16", type=str2bool, default=t.ssl_bf16, help="encoder under bf16 autocast")
+    g.add_argument("--ssl-freeze-updates", type=int, default=t.ssl_freeze_updates,
+                   help="a fine-tuned encoder stays frozen for the first N updates (fairseq: 10000 of 20000)")
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument("--num-workers", type=int, default=t.num_workers)
     p.add_argument("--max-batches-per-epoch", type=int, default=t.max_batches_per_epoch)
@@ -80,7 +82,8 @@ def get_parser() -> argparse.ArgumentParser:
     m = AsrConfig()
     g = p.add_argument_group("model (ignored when resuming: the checkpoint's config is used)")
     g.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="demo",
-                   help="preset: demo 2.2M, medium 32.8M (wenet AISHELL), large 80.3M (icefall LibriSpeech); "
+                   help="preset: demo 2.2M, medium 32.8M (wenet AISHELL), large 80.3M (icefall LibriSpeech), "
+                        "linear (fairseq/HF fine-tuning: a linear CTC head on the SSL encoder's frames); "
                         "the options below change single values of it")
     for f in fields(AsrConfig):
         if f.name in ("num_tokens", "feature_dim", "subsampling", "ssl"):  # from lang dir / cuts / --ssl-*
