@@ -28,11 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.helpers import build_lang_and_graphs, peaky_log_probs  # noqa: E402
 from w2v.decode.ctc import METHODS, SearchOptions, decode_log_probs, load_graphs  # noqa: E402
-from w2v.decode.synthetic import peaky_log_probs  # noqa: E402
 from w2v.lang.bpe import load_bpe  # noqa: E402
 from w2v.lang.lexicon import load_fsa  # noqa: E402
-from w2v.lang.pipeline import build_lang_and_graphs  # noqa: E402
 
 FRAME_S = 0.04
 

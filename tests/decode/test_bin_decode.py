@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import w2v.bin.decode as bin_decode
-from w2v.decode.synthetic import TOY_SENTENCES as SENTENCES
-from w2v.decode.synthetic import peaky_log_probs
+from tests.helpers import TOY_SENTENCES as SENTENCES
+from tests.helpers import peaky_log_probs
 from w2v.lang.bpe import load_bpe
-from w2v.lang.pipeline import build_lang_and_graphs
+from tests.helpers import build_lang_and_graphs
 
 # utt-c has an OOV word (GRASS): decodable only by spelling, an error for the HLG methods
 TEST = {"utt-a": "THE DOG SAT ON THE MAT", "utt-b": "A RED PARK", "utt-c": "THE CAT ON THE GRASS"}
@@ -104,3 +104,14 @@ def test_main_with_fake_model(setup, monkeypatch, capsys):
     assert (exp / "wer-test-clean.png").exists()
     assert printed.splitlines()[0] == "test-clean"
     assert printed.splitlines()[2].startswith("ctc-greedy-search")  # best first
+
+
+def test_bound_options():
+    from w2v.decode.ctc import SearchOptions
+
+    required = ["--exp-dir", "e", "--epoch", "1", "--lang-dir", "l", "--cuts", "c", "--decoding-method", "1best"]
+    args = bin_decode.get_parser().parse_args(required + ["--max-arcs-per-frame", "none",
+                                                          "--max-product-arcs", "5000000"])
+    assert args.max_arcs_per_frame is None and args.max_product_arcs == 5_000_000
+    defaults = SearchOptions()
+    assert (args.search_frames, args.max_step_mb) == (defaults.search_frames, defaults.max_step_mb)

@@ -12,7 +12,8 @@ from w2v.decode.ctc import (
 from tests.helpers import TOY_SENTENCES as SENTENCES
 from tests.helpers import peaky_log_probs
 from w2v.lang.bpe import load_bpe
-from w2v.lang.lexicon import max_token_id, read_lexicon, read_symbol_table
+from w2v.lang.lexicon import read_lexicon
+from w2v.lang.symbols import max_token_id, read_symbol_table
 from tests.helpers import build_lang_and_graphs
 
 OPTS = SearchOptions(lm_scales=(0.5, 1.0), num_paths=20)

@@ -35,7 +35,7 @@ from w2v.decode.ctc import (
     decode_dataset,
     load_graphs,
 )
-from w2v.lang.lexicon import read_symbol_table
+from w2v.lang.symbols import read_symbol_table
 from w2v.scoring.report import format_table, report_decoding
 from w2v.utils import setup_logging
 
@@ -73,6 +73,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-product-arcs", type=_int_or_none, default=bounds.max_product_arcs,
                    help="arcs one n-best or whole-lattice intersection may build; a cut needing "
                         "more is pruned (with a warning) and retried")
+    p.add_argument("--max-step-mb", type=_int_or_none, default=bounds.max_step_mb,
+                   help="memory one n-best or whole-lattice intersection may add before it fails "
+                        "and is retried smaller (Linux)")
     p.add_argument("--metric", choices=["auto", "wer", "cer"], default="auto",
                    help="auto: cer when the lang dir has no bpe.model")
     return p
@@ -134,11 +137,11 @@ def decode_test_set(model, dataloader, test_set: str, args, graphs, methods, opt
 
 def check_features(cuts, cuts_path: Path, config) -> None:
     """The test cuts must hold the features the model was trained on (dim and frame shift)."""
-    from w2v.asr.model import subsampling_for
+    from w2v.asr.model import input_subsampling
     from w2v.asr.train import feature_shape
 
     dim, shift = feature_shape(cuts, str(cuts_path))
-    if (dim, subsampling_for(shift)) != (config.feature_dim, config.subsampling):
+    if (dim, input_subsampling(config.head, shift)) != (config.feature_dim, config.subsampling):
         raise ValueError(
             f"{cuts_path}: {dim}-dim features at {shift * 1000:g} ms, but the model takes "
             f"{config.feature_dim}-dim features subsampled ×{config.subsampling}: decode with the "
@@ -158,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         num_paths=args.num_paths, nbest_scale=args.nbest_scale, lm_scales=lm_scales,
         blank_skip_threshold=args.blank_skip_threshold, search_frames=args.search_frames,
         max_arcs_per_frame=args.max_arcs_per_frame, max_product_arcs=args.max_product_arcs,
+        max_step_mb=args.max_step_mb,
     )
     metric = args.metric
     if metric == "auto":

@@ -26,7 +26,6 @@ import torch
 from w2v import serialization
 from w2v.lang.symbols import BLANK, is_disambig, write_symbol_table
 # Read here by w2v.decode.ctc and w2v.bin.decode until they import w2v.lang.symbols themselves.
-from w2v.lang.symbols import max_token_id, read_symbol_table  # noqa: F401
 from w2v.utils import atomic_path, atomic_write_text
 
 Lexicon = list[tuple[str, list[str]]]
