@@ -132,8 +132,11 @@ if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
   if stage_begin "decode epoch $epoch avg $avg" "$exp_dir/.decode-epoch-${epoch}-avg-${avg}.json" \
        --options decoding_method="$decoding_method" lm_scales="$lm_scales" search_beam="$search_beam" \
        max_active_states="$max_active_states"; then
-    python -m w2v.bin.decode --checkpoint "$model" --exp-dir "$exp_dir" --epoch "$epoch" --avg "$avg" \
-      --lang-dir "$lang_dir" --lm-dir "$lm_dir" --feature-type "$feature_tag" \
+    # --world-size processes (on this node) share the batches; recordings over 60 s go in windows
+    decoder="python"
+    [ "$world_size" -le 1 ] || decoder="torchrun --standalone --nproc-per-node $world_size"
+    $decoder -m w2v.bin.decode --checkpoint "$model" --exp-dir "$exp_dir" --epoch "$epoch" --avg "$avg" \
+      --lang-dir "$lang_dir" --lm-dir "$lm_dir" --feature-type "$feature_tag" --device "$device" \
       $(for p in $(feat_cuts_of $test_parts); do echo --cuts $p; done) \
       $(for m in $decoding_method; do echo --decoding-method $m; done) \
       --max-duration 400 --lm-scales "$lm_scales" \

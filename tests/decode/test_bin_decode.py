@@ -24,6 +24,7 @@ class FakeModel(torch.nn.Module):
         super().__init__()
         self.outputs = outputs
         self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.config = types.SimpleNamespace(ssl=None)
 
     def forward(self, features, feature_lens):
         ids = features[:, 0, 0].long().tolist()
@@ -72,12 +73,14 @@ def test_main_with_fake_model(setup, monkeypatch, capsys):
     checkpoint.load_averaged = lambda exp_dir, epoch, avg: (model, types.SimpleNamespace(ssl=None))
     checkpoint.load_checkpoint = lambda path: pytest.fail("no --checkpoint was given")
     data = types.ModuleType("w2v.asr.data")
-    data.make_dataloader = lambda cuts, train, max_duration, audio: batches
+    data.make_dataloader = lambda cuts, train, max_duration, audio, **sharding: batches
+    data.cut_text = lambda cut: cut.text
     monkeypatch.setitem(sys.modules, "w2v.asr.checkpoint", checkpoint)
     monkeypatch.setitem(sys.modules, "w2v.asr.data", data)
     import lhotse
 
-    monkeypatch.setattr(lhotse.CutSet, "from_file", staticmethod(lambda path: None))
+    cuts = [types.SimpleNamespace(id=i, text=t, duration=3.0) for i, t in TEST.items()]
+    monkeypatch.setattr(lhotse.CutSet, "from_file", staticmethod(lambda path: cuts))
     monkeypatch.setattr(bin_decode, "check_features", lambda cuts, path, config: None)
     bin_decode.main([
         "--exp-dir", str(exp), "--epoch", "3", "--avg", "2",

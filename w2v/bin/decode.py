@@ -14,6 +14,13 @@ and --avg then only label the results). The network runs once per test set; ever
 searches its output. Writes <exp-dir>/<method>/{recogs,errs,wer-summary}-<test>-<key>-epoch-E-avg-A.txt,
 updates <exp-dir>/results.json and RESULTS.md (rows keyed by checkpoint too), and prints the
 table. Mandarin lang dirs (no bpe.model) are scored by CER.
+
+The network runs on --device (auto: a GPU when there is one); the lattice search on the CPU.
+A recording longer than --max-cut-seconds is decoded in consecutive windows of that length
+(lhotse's cut_into_windows) whose hypotheses are joined in order and scored against the whole
+transcript, so memory stays bounded whatever the recording's length (a word cut by a window
+boundary can cost an error). Under torchrun (2 processes: torchrun --nproc-per-node 2 -m
+w2v.bin.decode ...) each process decodes a share of the batches and rank 0 scores them all.
 """
 
 from __future__ import annotations
@@ -55,6 +62,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help=f"repeatable or comma separated: {', '.join(METHODS)}")
     p.add_argument("--feature-type", default="fbank")
     p.add_argument("--max-duration", type=float, default=300.0)
+    p.add_argument("--max-cut-seconds", type=float, default=60.0,
+                   help="longer recordings are decoded in windows of this length (0: never split)")
+    p.add_argument("--device", default="auto", help="where the network runs: auto | cpu | cuda | cuda:N")
     p.add_argument("--lm-scales", default=None, help="comma list; default 0.1..2.0 step 0.1")
     p.add_argument("--search-beam", type=float, default=20.0)
     p.add_argument("--output-beam", type=float, default=8.0)
@@ -104,6 +114,74 @@ def cuts_test_set_name(cuts_path: Path) -> str:
     return name.split("_cuts_")[-1] if "_cuts_" in name else name
 
 
+def split_long_cuts(cuts, max_seconds: float) -> tuple[object, dict[str, tuple[str, int]]]:
+    """(cuts with each one longer than ``max_seconds`` replaced by its consecutive windows,
+    window id → (original cut id, window index))."""
+    from lhotse import CutSet
+
+    if not max_seconds:
+        return cuts, {}
+    out, parent = [], {}
+    for cut in cuts:
+        if cut.duration <= max_seconds:
+            out.append(cut)
+            continue
+        for i, window in enumerate(cut.cut_into_windows(duration=max_seconds)):
+            parent[window.id] = (cut.id, i)
+            out.append(window)
+    return CutSet.from_cuts(out), parent
+
+
+def join_windows(hyps: dict, parent: dict[str, tuple[str, int]], refs: dict[str, list[str]]) -> dict:
+    """Hypotheses of windows joined into their recording's, in window order, with its whole
+    transcript as the reference; other cuts as they are (method → key → [(id, ref, hyp)])."""
+    if not parent:
+        return hyps
+    out: dict = {}
+    for method, per_key in hyps.items():
+        for key, results in per_key.items():
+            joined: dict[str, list] = {}
+            rows = []
+            for cut_id, ref, hyp in results:
+                if cut_id not in parent:
+                    rows.append((cut_id, ref, hyp))
+                    continue
+                orig, i = parent[cut_id]
+                if orig not in joined:
+                    joined[orig] = []
+                    rows.append(orig)
+                joined[orig].append((i, hyp))
+            out.setdefault(method, {})[key] = [
+                r if isinstance(r, tuple) else
+                (r, refs[r], [w for _, h in sorted(joined[r], key=lambda x: x[0]) for w in h])
+                for r in rows
+            ]
+    return out
+
+
+def gather(hyps: dict, rt) -> dict | None:
+    """All processes' results on rank 0 (None elsewhere); the results themselves with one process.
+
+    lhotse's samplers repeat cuts so that every rank gets as many batches: each cut counts once.
+    """
+    if rt is None or rt.world_size == 1:
+        return hyps
+    import torch.distributed as dist
+
+    parts = [None] * rt.world_size
+    dist.all_gather_object(parts, hyps)
+    if not rt.is_main:
+        return None
+    out: dict = {}
+    for part in parts:
+        for method, per_key in part.items():
+            for key, results in per_key.items():
+                seen = out.setdefault(method, {}).setdefault(key, {})
+                for row in results:
+                    seen.setdefault(row[0], row)
+    return {m: {k: list(rows.values()) for k, rows in per_key.items()} for m, per_key in out.items()}
+
+
 @torch.no_grad()
 def network_outputs(model, dataloader) -> Iterator[Batch]:
     """Run ``model`` over ``dataloader`` batches (dicts from w2v.asr.data)."""
@@ -115,10 +193,24 @@ def network_outputs(model, dataloader) -> Iterator[Batch]:
         yield Batch(log_probs.cpu(), out_lens.cpu(), list(batch["texts"]), list(batch["cut_ids"]))
 
 
-def decode_test_set(model, dataloader, test_set: str, args, graphs, methods, opts, metric: str,
-                    words: dict[str, int] | None = None) -> str:
-    """Decode and score one test set; returns the printed table."""
+def decode_test_set(model, cuts, test_set: str, args, graphs, methods, opts, metric: str,
+                    words: dict[str, int] | None = None, rt=None) -> str | None:
+    """Decode and score one test set (rank 0 scores); returns the printed table."""
+    from w2v.asr.data import cut_text, make_dataloader
+
+    refs = {c.id: cut_text(c).split() for c in cuts}
+    windows, parent = split_long_cuts(cuts, args.max_cut_seconds)
+    if parent:
+        logging.info("%s: %d recordings longer than %g s decoded in %d windows", test_set,
+                     len({p for p, _ in parent.values()}), args.max_cut_seconds, len(parent))
+    dataloader = make_dataloader(windows, train=False, max_duration=args.max_duration,
+                                 audio=model.config.ssl is not None,
+                                 world_size=rt.world_size if rt else 1, rank=rt.rank if rt else 0)
     hyps = decode_dataset(network_outputs(model, dataloader), methods, graphs, opts)
+    hyps = gather(hyps, rt)
+    if hyps is None:  # another rank scores
+        return None
+    hyps = join_windows(hyps, parent, refs)
     if words is not None and hyps:
         # Words outside words.txt cannot be recognised by the HLG methods; report how many.
         first = next(iter(next(iter(hyps.values())).values()))
@@ -170,27 +262,26 @@ def main(argv: list[str] | None = None) -> None:
     from lhotse import CutSet
 
     from w2v.asr.checkpoint import load_averaged, load_checkpoint
-    from w2v.asr.data import make_dataloader
+    from w2v.runtime.context import init_runtime
 
+    rt = init_runtime(args.device)
     if args.checkpoint is not None:
         logging.info("Loading %s (epoch %d avg %d)", args.checkpoint, args.epoch, args.avg)
         model, _config = load_checkpoint(args.checkpoint)
     else:
         logging.info("Loading %s epoch %d avg %d", args.exp_dir, args.epoch, args.avg)
         model, _config = load_averaged(args.exp_dir, args.epoch, args.avg)
-    model.eval()
+    model.eval().to(rt.device)
     logging.info("Loading graphs for %s from %s", methods, args.lang_dir)
-    graphs = load_graphs(args.lang_dir, methods, args.lm_dir)
+    graphs = load_graphs(args.lang_dir, methods, args.lm_dir, device=rt.device)
     words = read_symbol_table(args.lang_dir / "words.txt")
     for cuts_path in args.cuts:
         test_set = cuts_test_set_name(cuts_path)
         logging.info("Decoding %s (%s) with %s", test_set, cuts_path, ", ".join(methods))
         cuts = CutSet.from_file(cuts_path)
-        audio = _config.ssl is not None  # the model has its own SSL front end: it reads audio
-        if not audio:
+        if _config.ssl is None:  # else the model has its own SSL front end: it reads audio
             check_features(cuts, cuts_path, _config)
-        dataloader = make_dataloader(cuts, train=False, max_duration=args.max_duration, audio=audio)
-        decode_test_set(model, dataloader, test_set, args, graphs, methods, opts, metric, words)
+        decode_test_set(model, cuts, test_set, args, graphs, methods, opts, metric, words, rt)
 
 
 if __name__ == "__main__":

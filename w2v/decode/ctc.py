@@ -137,8 +137,14 @@ def load_graphs(
     methods: Sequence[str],
     lm_dir: str | os.PathLike | None = None,
     rescore_graph: str = "G_4_gram.pt",
+    device: torch.device | str = "cpu",
 ) -> DecodingGraphs:
-    """Load words/tokens and only the graphs ``methods`` need."""
+    """Load words/tokens and only the graphs ``methods`` need.
+
+    ``device``: where the first-pass search runs. H and HLG go to a GPU when the installed k2 has
+    CUDA; the lattices come back to the CPU for everything after the search (capping, n-best,
+    rescoring). With a CPU-only k2 the search stays on the CPU.
+    """
     lang_dir = Path(lang_dir)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -162,6 +168,14 @@ def load_graphs(
             if lm_dir is None:
                 raise ValueError(f"{sorted(NEEDS_G & set(methods))} need --lm-dir with {rescore_graph}")
             g.G = load_fsa(Path(lm_dir) / rescore_graph)
+    device = torch.device(device)
+    if device.type == "cuda":
+        if getattr(k2, "with_cuda", False):
+            g.H = g.H.to(device) if g.H is not None else None
+            g.HLG = g.HLG.to(device) if g.HLG is not None else None
+        else:
+            logging.getLogger(__name__).info(
+                "this k2 has no CUDA: the lattice search runs on the CPU (tools/install_k2.sh --device cuda)")
     return g
 
 
@@ -246,6 +260,7 @@ def search(
     log_probs = log_probs.detach().float().cpu()
     if opts.blank_skip_threshold is not None:
         log_probs, lengths = skip_blank_frames(log_probs, lengths, opts.blank_skip_threshold)
+    log_probs = log_probs.to(graph.device)  # a GPU graph (CUDA k2) searches on the GPU
     order = torch.argsort(lengths, descending=True, stable=True)
     for chunk in _search_chunks(order, lengths, opts.search_frames):
         segments = torch.stack(
@@ -259,7 +274,7 @@ def search(
             min_active_states=opts.min_active_states,
             max_active_states=opts.max_active_states,
         )
-        lattice = k2.connect(lattice)
+        lattice = k2.connect(lattice).to("cpu")  # the steps after the search run on the CPU
         if cap and opts.max_arcs_per_frame is not None:
             lattice = _cap_lattice(lattice, lengths[chunk], opts.max_arcs_per_frame,
                                    [_name(names, int(u)) for u in chunk])
