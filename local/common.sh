@@ -9,6 +9,10 @@
 #     stage_end
 #   fi
 
+# The data of parts, named as every recipe names them ($corpus: librispeech, aishell).
+cuts_of() { for p in "$@"; do echo "data/fbank/${corpus}_cuts_${p}.jsonl.gz"; done; }
+manifests_of() { for p in "$@"; do echo data/manifests/${corpus}_{recordings,supervisions}_${p}.jsonl.gz; done; }
+
 log() { echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "${BASH_SOURCE[1]}"):${BASH_LINENO[0]}) $*"; }
 die() { echo -e "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "${BASH_SOURCE[1]}"):${BASH_LINENO[0]}) ERROR: $*" >&2; exit 1; }
 

@@ -92,14 +92,13 @@ set -euo pipefail
 . local/common.sh
 . local/ctc_options.sh
 
+corpus=aishell
 lang_dir=data/lang_char
 lm_dir=data/lm
 token_type=char
 all_parts="$train_parts $dev_parts $test_parts"
 transcript=data_aishell/transcript/aishell_transcript_v0.8.txt
 
-cuts_of() { for p in "$@"; do echo "data/fbank/aishell_cuts_${p}.jsonl.gz"; done; }
-manifests_of() { for p in "$@"; do echo data/manifests/aishell_{recordings,supervisions}_${p}.jsonl.gz; done; }
 
 if [ -z "$corpus_dir" ]; then
   # lhotse 1.33 extracts AISHELL-1 to <target>/aishell/data_aishell
@@ -139,19 +138,8 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   done
 fi
 
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  log "Stage 2: fbank"
-  for part in $all_parts; do
-    sp=$([ "$speed_perturb" = true ] && [[ $part == train* ]] && echo true || echo false)
-    need 1 manifests $(manifests_of $part)
-    if stage_begin "fbank $part" "data/fbank/.aishell_cuts_$part.json" --options speed_perturb=$sp \
-         --outputs $(cuts_of $part) "data/fbank/aishell_feats_$part"; then
-      python -m w2v.bin.compute_fbank --manifest-dir data/manifests --prefix aishell \
-        --parts "$part" --out-dir data/fbank --speed-perturb "$sp" --nj "$nj"
-      stage_end
-    fi
-  done
-fi
+# Stage 2 (fbank) is the same for every corpus.
+. local/fbank_stage.sh
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: word-segmented training transcripts in $lang_dir"

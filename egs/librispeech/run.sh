@@ -93,13 +93,12 @@ set -euo pipefail
 check_positive_int vocab_size
 . local/ctc_options.sh
 
+corpus=librispeech
 lang_dir=data/lang_bpe_${vocab_size}
 lm_dir=data/lm
 token_type=bpe
 all_parts="$train_parts $dev_parts $test_parts"
 
-cuts_of() { for p in "$@"; do echo "data/fbank/librispeech_cuts_${p}.jsonl.gz"; done; }
-manifests_of() { for p in "$@"; do echo data/manifests/librispeech_{recordings,supervisions}_${p}.jsonl.gz; done; }
 
 if [ -z "$corpus_dir" ]; then
   corpus_dir=download/LibriSpeech
@@ -138,19 +137,8 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   done
 fi
 
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  log "Stage 2: fbank"
-  for part in $all_parts; do
-    sp=$([ "$speed_perturb" = true ] && [[ $part == train* ]] && echo true || echo false)
-    need 1 manifests $(manifests_of $part)
-    if stage_begin "fbank $part" "data/fbank/.librispeech_cuts_$part.json" --options speed_perturb=$sp \
-         --outputs $(cuts_of $part) "data/fbank/librispeech_feats_$part"; then
-      python -m w2v.bin.compute_fbank --manifest-dir data/manifests --prefix librispeech \
-        --parts "$part" --out-dir data/fbank --speed-perturb "$sp" --nj "$nj"
-      stage_end
-    fi
-  done
-fi
+# Stage 2 (fbank) is the same for every corpus.
+. local/fbank_stage.sh
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: BPE model ($vocab_size pieces) in $lang_dir"

@@ -282,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         if _config.ssl is None:  # else the model has its own SSL front end: it reads audio
             check_features(cuts, cuts_path, _config)
         decode_test_set(model, cuts, test_set, args, graphs, methods, opts, metric, words, rt)
+    rt.close()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import json
 import sys
 
 from w2v.ssl.train import SSL_MODELS, PretrainConfig, pretrain
+from w2v.runtime.context import end_process_group
 from w2v.utils import setup_logging, str2bool
 
 
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     values["objective_overrides"] = values.pop("objective")
     values["encoder_overrides"] = values.pop("encoder")
     result = pretrain(PretrainConfig(**values))
+    end_process_group()
     if result.history and result.last_checkpoint is not None:  # rank 0
         first, last = result.history[0], result.history[-1]
         print(f"step {first['step']}: loss {first['loss']:.4f}; step {last['step']}: loss {last['loss']:.4f}; "

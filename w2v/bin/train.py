@@ -26,6 +26,7 @@ from dataclasses import fields
 
 from w2v.asr.model import MODEL_SIZES, AsrConfig, model_config
 from w2v.asr.train import TrainConfig, train
+from w2v.runtime.context import end_process_group
 from w2v.utils import setup_logging, str2bool
 
 
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     model_cfg = model_config(size, **{k: v for k, v in args.items() if k in model_names and v is not None})
     train_cfg = TrainConfig(**{k: v for k, v in args.items() if k not in model_names})
     result = train(train_cfg, model_cfg)
+    end_process_group()
     h = result.history
     if h["epoch"]:
         logging.info(f"done: epoch {h['epoch'][-1]}, train loss {h['train_loss'][-1]:.4f}, "

@@ -110,6 +110,19 @@ class Runtime:
         if self.world_size > 1:
             dist.barrier()
 
+    def close(self) -> None:
+        """Wait for every process, then end the process group: a process that exits while the group
+        (gloo's threads) lives aborts with 'terminate called without an active exception'."""
+        if self.world_size > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def end_process_group() -> None:
+    """For entry points under torchrun: :meth:`Runtime.close` of whatever group this process is in."""
+    if dist.is_initialized():
+        Runtime(torch.device("cpu"), dist.get_world_size(), dist.get_rank()).close()
+
 
 def init_runtime(device: str = "auto", amp: str = "none") -> Runtime:
     """The runtime of this process (see the module docstring); initialises the process group."""
