@@ -5,11 +5,12 @@
 
 ssl_models="wav2vec vq_wav2vec wav2vec2 data2vec hubert wavlm"
 model_sizes="demo medium large linear"
-decoding_methods="ctc-greedy-search ctc-decoding 1best nbest nbest-rescoring whole-lattice-rescoring"
+decoding_methods="ctc-greedy-search ctc-decoding 1best nbest nbest-rescoring whole-lattice-rescoring ctc-prefix-beam-search attention attention-rescoring attention-decoder"
 
 check_int stage stop_stage synth_seed ssl_layer save_every_n node_rank ssl_freeze_updates
 check_positive_int nj num_epochs world_size avg keep_last_k search_beam max_active_states ssl_steps nnodes master_port
-check_number max_duration
+check_number max_duration ctc_weight
+check_int num_decoder_layers
 check_bool download speed_perturb ssl_bf16 resample
 check_choice synth_size tiny mini small
 check_choice feature_type fbank ssl ssl-weighted ssl-finetune
@@ -17,6 +18,12 @@ check_choice model_size $model_sizes
 check_choice amp none bf16 fp16
 [[ $device =~ ^(auto|cpu|cuda(:[0-9]+)?)$ ]] || die "--device must be auto, cpu, cuda or cuda:N, got '$device'"
 [ "$node_rank" -lt "$nnodes" ] || die "--node-rank $node_rank must be below --nnodes $nnodes"
+if [ "$num_decoder_layers" = 0 ]; then
+  for m in ctc-prefix-beam-search attention attention-rescoring attention-decoder; do
+    [[ " $decoding_method " != *" $m "* ]] || [ "$m" = ctc-prefix-beam-search ] ||
+      die "--decoding-method $m needs an attention decoder: give --num-decoder-layers > 0"
+  done
+fi
 check_choice decoding_method $decoding_methods
 [ -z "$ssl_model" ] || check_choice ssl_model $ssl_models
 check_file lm_arpa rescore_arpa

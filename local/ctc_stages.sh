@@ -100,12 +100,13 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   # training continues from the newest checkpoint that loads (nothing to do: it says so).
   if [ "$node_rank" != 0 ] || stage_begin "train $feature_tag" "$(dirname "$exp_dir")/.$(basename "$exp_dir").train.json" \
        --options feature_type="$feature_tag" token_type="$token_type" model_size="$model_size" \
-       max_duration="$max_duration" --progress num_epochs="$num_epochs" keep_last_k="$keep_last_k" \
+       num_decoder_layers="$num_decoder_layers" ctc_weight="$ctc_weight" max_duration="$max_duration" --progress num_epochs="$num_epochs" keep_last_k="$keep_last_k" \
        --outputs "$exp_dir" --replace archive --resumable; then
     $launcher -m w2v.bin.train --exp-dir "$exp_dir" --lang-dir "$lang_dir" \
       --train-cuts $(feat_cuts_of $train_parts) --dev-cuts $(feat_cuts_of $dev_parts) \
       --num-epochs "$num_epochs" --keep-last-k "$keep_last_k" --save-every-n "$save_every_n" \
       --max-duration "$max_duration" --model-size "$model_size" --device "$device" --amp "$amp" \
+      --num-decoder-layers "$num_decoder_layers" --ctc-weight "$ctc_weight" \
       --feature-type "$feature_tag" --token-type "$token_type" $ssl_train_args
     [ "$node_rank" != 0 ] || stage_end
   fi

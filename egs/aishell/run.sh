@@ -38,6 +38,7 @@
 #   --ssl-freeze-updates [0] (ssl-finetune: the encoder stays frozen for the first N updates)
 #   --num-epochs [25] --keep-last-k [5] --save-every-n [0]
 #   --model-size [demo] (medium 33M, large 80M; linear: fairseq's linear CTC head on the SSL encoder)
+#   --num-decoder-layers [0] (> 0: joint CTC/attention, wenet's U2) --ctc-weight [0.3]
 #   --max-duration [30] --epoch [=num-epochs] --avg [3]
 #   --device [auto] (cpu, cuda) --amp [none] (bf16, fp16) --world-size [1] (processes per node)
 #   --nnodes [1] --node-rank [0] --master-addr [localhost] --master-port [29500] (multi-node torchrun)
@@ -70,6 +71,8 @@ num_epochs=25
 keep_last_k=5
 save_every_n=0
 model_size=demo
+num_decoder_layers=0
+ctc_weight=0.3
 max_duration=30
 device=auto
 amp=none

@@ -368,3 +368,46 @@ def test_training_on_cuda(toy_data, tmp_path, amp):
         gpu_out, _ = result.model(x.cuda(), lens.cuda())
         cpu_out, _ = cpu_model(x, lens)
     torch.testing.assert_close(gpu_out.cpu()[:, :9], cpu_out[:, :9], atol=2e-3, rtol=1e-3)
+
+
+# --------------------------------------------------------------------------- joint CTC/attention
+
+
+def test_joint_ctc_attention_training_and_its_decoders(toy_data, tmp_path):
+    """The decoder learns beside CTC; every attention method then reads the dev words."""
+    from w2v.decode.attention import AttentionOptions, decode_attention
+    from w2v.decode.ctc import DecodingGraphs, SearchOptions, TokenDecoder, ctc_greedy_search
+
+    lang = tmp_path / "lang_sos"
+    lang.mkdir()
+    units = ["<blk>", "<sos/eos>", "<unk>", "A", "B", "C", "D", "#0"]
+    (lang / "tokens.txt").write_text("".join(f"{u} {i}\n" for i, u in enumerate(units)))
+    _, train_path, dev_path = toy_data
+    cfg = _cfg((lang, train_path, dev_path), tmp_path / "exp", num_epochs=60, spec_augment=False,
+               warmup_steps=200)
+    result = train(cfg, AsrConfig(**{**asdict(TINY), "num_decoder_layers": 1}))
+    model = result.model.eval()
+    assert model.config.sos_eos == 1 and model.decoder is not None
+    saved = torch.load(tmp_path / "exp" / "epoch-60.pt", weights_only=True)
+    assert any(k.startswith("decoder.") for k in saved["model"])
+
+    graphs = DecodingGraphs(words=[], tokens=TokenDecoder(units[:-1]))
+    dev = CutSet.from_file(dev_path)
+    batch = next(iter(make_dataloader(dev, train=False, max_duration=100)))
+    with torch.no_grad():
+        x, lens = model.encode(batch["features"], batch["feature_lens"])
+        log_probs = torch.log_softmax(model.output(x), -1)
+    refs = ["".join(t.split()) for t in batch["texts"]]
+    greedy = ["".join(graphs.tokens.words(s)) for s in ctc_greedy_search(log_probs, lens)]
+    hyps = decode_attention(model, x, lens, log_probs, ["ctc-prefix-beam-search", "attention", "attention-rescoring"],
+                            graphs, SearchOptions(), AttentionOptions(beam=4))
+    import kaldialign
+
+    def cer(hs):
+        return sum(kaldialign.edit_distance(list(r), list(h))["total"] for r, h in zip(refs, hs)) / sum(map(len, refs))
+
+    got = {m: cer(["".join(h) for h in per_key[m]]) for m, per_key in hyps.items()}
+    assert cer(greedy) < 0.15 and got["ctc-prefix-beam-search"] <= cer(greedy)
+    # the decoder alone learns slower than CTC on 48 toy utterances, but it has learned (chance ≈ 1)
+    assert got["attention"] < 0.35, got
+    assert got["attention-rescoring"] < 0.1, got  # CTC's n-best keeps it near CTC's

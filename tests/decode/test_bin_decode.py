@@ -56,7 +56,7 @@ def setup(tmp_path_factory):
 def test_parse_methods():
     assert bin_decode.parse_methods(["1best,ctc-decoding", "1best"]) == ["1best", "ctc-decoding"]
     with pytest.raises(ValueError):
-        bin_decode.parse_methods(["attention"])
+        bin_decode.parse_methods(["attention-beam"])
 
 
 def test_test_set_name():

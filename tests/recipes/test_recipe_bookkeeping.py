@@ -188,10 +188,11 @@ def test_other_aishell_train_parts_rebuild_g_and_hlg(tmp_path):
 
 def test_the_option_lists_are_the_python_ones():
     from w2v.asr.model import MODEL_SIZES
+    from w2v.decode.attention import ATTENTION_METHODS
     from w2v.decode.ctc import METHODS
     from w2v.ssl.train import SSL_MODELS
 
     text = (REPO / "local/ctc_options.sh").read_text()
-    assert re.search(r'^decoding_methods="(.*)"$', text, re.M).group(1).split() == list(METHODS)
+    assert re.search(r'^decoding_methods="(.*)"$', text, re.M).group(1).split() == list(METHODS + ATTENTION_METHODS)
     assert re.search(r'^ssl_models="(.*)"$', text, re.M).group(1).split() == list(SSL_MODELS)
     assert re.search(r'^model_sizes="(.*)"$', text, re.M).group(1).split() == list(MODEL_SIZES)

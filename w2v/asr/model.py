@@ -58,10 +58,16 @@ class AsrConfig:
     # from the features to the tokens at the input's frame rate (fairseq's and HF's wav2vec 2.0
     # fine-tuning head on the SSL encoder; a linear probe on precomputed features).
     head: str = "conformer"
+    # Joint CTC/attention (wenet's U2): a Transformer decoder of this many layers over the encoder
+    # output (d_model, num_heads, ffn_dim as the encoder's); 0: CTC only. <sos/eos> is its token id.
+    num_decoder_layers: int = 0
+    sos_eos: int = 1
 
     def __post_init__(self) -> None:
         if self.head not in ("conformer", "linear"):
             raise ValueError(f"head must be 'conformer' or 'linear', got {self.head!r}")
+        if self.head == "linear" and self.num_decoder_layers:
+            raise ValueError("an attention decoder needs the conformer head (a linear head has no encoder of its own)")
         if self.head == "linear" and self.subsampling != 1:
             raise ValueError(f"a linear head keeps the input's frame rate (subsampling 1), got {self.subsampling}")
         if self.subsampling not in SUBSAMPLING_FACTORS:
@@ -343,19 +349,41 @@ class CtcConformer(nn.Module):
         self.pos = SinusoidalPositionalEncoding(cfg.d_model, cfg.dropout)
         self.blocks = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.num_layers))
         self.output = nn.Linear(cfg.d_model, cfg.num_tokens)
+        self.decoder = None
+        if cfg.num_decoder_layers:
+            from w2v.asr.decoder import AttentionDecoder
 
-    def forward(
-        self, features: torch.Tensor, feature_lens: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+            self.decoder = AttentionDecoder(cfg.num_tokens, cfg.d_model, cfg.num_heads,
+                                            cfg.num_decoder_layers, cfg.ffn_dim, cfg.dropout)
+
+    def forward(self, features: torch.Tensor, feature_lens: torch.Tensor, targets=None):
         """
         Args:
             features: ``[batch, frames, feature_dim]`` at ``40 ms / subsampling`` frames, right-padded;
                 with an SSL front end (``config.ssl``) audio ``[batch, samples]``.
             feature_lens: ``[batch]`` valid frames (samples) per utterance.
+            targets: token ids per utterance; given to a model with a decoder, its loss is added.
         Returns:
             log_probs: ``[batch, T', num_tokens]`` at 40 ms frames, T' = subsampled max length.
             out_lens: ``[batch]`` valid output frames, :func:`subsampled_lengths` of feature_lens.
+            With ``targets`` and a decoder also: the decoder's summed label-smoothed loss and the
+            number of tokens it predicted (``label_smoothing`` as :attr:`label_smoothing`).
         """
+        x, out_lens = self.encode(features, feature_lens)
+        log_probs = F.log_softmax(self.output(x), dim=-1)
+        if targets is None or self.decoder is None:
+            return log_probs, out_lens
+        from w2v.asr.decoder import decoder_io, label_smoothing_loss
+
+        ys_in, ys_out, ys_lens = decoder_io(targets, self.config.sos_eos, x.device)
+        loss, tokens = label_smoothing_loss(self.decoder(x, out_lens, ys_in, ys_lens), ys_out,
+                                            self.label_smoothing)
+        return log_probs, out_lens, loss, tokens
+
+    label_smoothing = 0.1  # set by training (TrainConfig.label_smoothing)
+
+    def encode(self, features: torch.Tensor, feature_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder output before the CTC layer: ``([batch, T', d_model], out_lens [batch])``."""
         if self.frontend is not None:
             if features.dim() != 2:
                 raise ValueError(f"Expected audio [batch, samples]. Found: {list(features.shape)}")
@@ -385,7 +413,7 @@ class CtcConformer(nn.Module):
         pad = lengths_to_padding_mask(out_lens, x.size(1))
         for block in self.blocks:
             x = block(x, pad)
-        return F.log_softmax(self.output(x), dim=-1), out_lens
+        return x, out_lens
 
 
 def build_model(config: AsrConfig | Mapping[str, Any]) -> CtcConformer:

@@ -94,6 +94,10 @@ class TrainConfig:
     # Stop after this many batches in a row with a non-finite CTC loss or gradient.
     max_nonfinite_batches: int = 20
     ctc_impl: str = "k2"
+    # A model with an attention decoder (AsrConfig.num_decoder_layers) trains on
+    # ctc_weight × CTC + (1 − ctc_weight) × the decoder's label-smoothed loss (wenet: 0.3, 0.1).
+    ctc_weight: float = 0.3
+    label_smoothing: float = 0.1
     seed: int = 42
     num_workers: int = 0
     # Development / tests: stop an epoch after this many batches (0 = no limit).
@@ -250,6 +254,10 @@ def resolve_model_config(train_cfg: TrainConfig, model_cfg: AsrConfig, tokenizer
             f"{source}: {feature_dim}-dim features at {frame_shift * 1000:g} ms, but the model in "
             f"{resume.path} takes {model_cfg.feature_dim}-dim features subsampled ×{model_cfg.subsampling}"
         )
+    if resume.ckpt is None and model_cfg.num_decoder_layers:
+        if "<sos/eos>" not in tokenizer.tokens:
+            raise ValueError(f"{train_cfg.lang_dir}/tokens.txt has no <sos/eos>, which the attention decoder needs")
+        model_cfg = AsrConfig.from_dict({**asdict(model_cfg), "sos_eos": tokenizer.tokens["<sos/eos>"]})
     if model_cfg.num_tokens != tokenizer.num_tokens:
         raise ValueError(
             f"Model has {model_cfg.num_tokens} outputs but {train_cfg.lang_dir} has "
@@ -276,26 +284,38 @@ def build_optimizer(model: nn.Module, train_cfg: TrainConfig):
 
 @dataclass
 class BatchLoss:
-    loss: torch.Tensor  # to back-propagate: summed finite CTC / frames
+    loss: torch.Tensor  # to back-propagate: summed finite CTC / frames (joint: see compute_loss)
     total: float  # summed finite CTC
     frames: int  # output frames of the cuts with a finite loss
     nonfinite: list[str]  # ids of the cuts whose loss is inf or nan
+    att_total: float = 0.0  # the attention decoder's summed loss
+    att_tokens: int = 0
 
 
-def compute_loss(model: nn.Module, batch: dict, tokenizer: Tokenizer, impl: str, rt: Runtime) -> BatchLoss:
-    """CTC loss of one batch: the network under ``rt``'s mixed precision, the loss in fp32."""
+def compute_loss(model: nn.Module, batch: dict, tokenizer: Tokenizer, impl: str, rt: Runtime,
+                 ctc_weight: float = 1.0) -> BatchLoss:
+    """Loss of one batch: the network under ``rt``'s mixed precision, the losses in fp32.
+
+    ``ctc_weight < 1`` (a model with an attention decoder): ``ctc_weight`` × CTC per output frame
+    + (1 − ctc_weight) × the decoder's loss per token.
+    """
     inputs, lens = model_inputs(batch)
+    targets = tokenizer.encode(batch["texts"])
     with rt.autocast():
-        log_probs, out_lens = model(inputs.to(rt.device), lens.to(rt.device))
-    log_probs = log_probs.float()
-    losses = ctc_loss(log_probs, out_lens, tokenizer.encode(batch["texts"]), impl)
+        out = model(inputs.to(rt.device), lens.to(rt.device), targets if ctc_weight < 1 else None)
+    log_probs, out_lens = out[0].float(), out[1]
+    losses = ctc_loss(log_probs, out_lens, targets, impl)
     finite = torch.isfinite(losses)
     frames = int(out_lens[finite].sum())
     total = losses[finite].sum()
     # Keep every parameter in the graph even when nothing is finite (DDP expects all gradients).
     loss = total / max(frames, 1) + 0.0 * log_probs.sum()
     bad = [cid for cid, ok in zip(batch["cut_ids"], finite.tolist()) if not ok]
-    return BatchLoss(loss, float(total.detach()), frames, bad)
+    if len(out) == 2:
+        return BatchLoss(loss, float(total.detach()), frames, bad)
+    att, tokens = out[2], out[3]
+    loss = ctc_weight * loss + (1 - ctc_weight) * att / max(tokens, 1)
+    return BatchLoss(loss, float(total.detach()), frames, bad, float(att.detach()), tokens)
 
 
 class NonFiniteGuard:
@@ -339,6 +359,7 @@ class Loop:
     dev_dl: Optional[torch.utils.data.DataLoader]
     guard: NonFiniteGuard
     ctc_impl: str
+    ctc_weight: float  # 1.0: CTC only (no decoder)
     writer: object = None  # tensorboard SummaryWriter on rank 0
     batch_log: object = None
 
@@ -369,7 +390,7 @@ def train_one_epoch(loop: Loop, epoch: int) -> float:
             loop.batch_log.write(f"{epoch} {i} {' '.join(batch['cut_ids'])}\n")
         if loop.model.frontend is not None:
             loop.model.frontend.frozen = loop.step < cfg.ssl_freeze_updates
-        b = compute_loss(loop.ddp_model, batch, loop.tokenizer, loop.ctc_impl, rt)
+        b = compute_loss(loop.ddp_model, batch, loop.tokenizer, loop.ctc_impl, rt, loop.ctc_weight)
         loop.optimizer.zero_grad(set_to_none=True)
         rt.backward(b.loss)
         grad_norm, stepped = rt.clip_and_step(loop.optimizer, loop.model.parameters(), cfg.grad_clip)
@@ -394,12 +415,17 @@ def compute_dev_loss(loop: Loop) -> float:
         return float("nan")
     loop.ddp_model.eval()
     total, frames = 0.0, 0
+    att, tokens = 0.0, 0
     for batch in loop.dev_dl:
-        b = compute_loss(loop.ddp_model, batch, loop.tokenizer, loop.ctc_impl, loop.rt)
+        b = compute_loss(loop.ddp_model, batch, loop.tokenizer, loop.ctc_impl, loop.rt, loop.ctc_weight)
         total += b.total
         frames += b.frames
+        att += b.att_total
+        tokens += b.att_tokens
     loop.ddp_model.train()
-    total, frames = loop.rt.all_reduce_sum([total, float(frames)])
+    total, frames, att, tokens = loop.rt.all_reduce_sum([total, float(frames), att, float(tokens)])
+    if tokens and loop.rt.is_main:
+        log.info("  dev attention-decoder loss %.4f (per token)", att / tokens)
     return total / max(frames, 1.0)
 
 
@@ -501,7 +527,9 @@ def setup(train_cfg: TrainConfig, model_cfg: AsrConfig, rt: Runtime, resume: Res
         )
     loop = Loop(train_cfg, rt, model, ddp_model, model_cfg, optimizer, scheduler, tokenizer, train_dl,
                 dev_dl, NonFiniteGuard(train_cfg.max_nonfinite_batches),
-                resolve_ctc_impl(train_cfg.ctc_impl, rt.device))
+                resolve_ctc_impl(train_cfg.ctc_impl, rt.device),
+                train_cfg.ctc_weight if model_cfg.num_decoder_layers else 1.0)
+    model.label_smoothing = train_cfg.label_smoothing
     exp_dir = loop.exp_dir
     if rt.is_main:
         exp_dir.mkdir(parents=True, exist_ok=True)

@@ -34,12 +34,14 @@ from typing import Iterable, Iterator
 import torch
 
 from w2v.asr.data import model_inputs
+from w2v.decode.attention import ATTENTION_METHODS, AttentionOptions, decode_attention
 from w2v.decode.ctc import (
     DEFAULT_LM_SCALES,
     METHODS,
     Batch,
+    DecodingGraphs,
     SearchOptions,
-    decode_dataset,
+    decode_log_probs,
     load_graphs,
 )
 from w2v.lang.symbols import read_symbol_table
@@ -59,7 +61,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--cuts", type=Path, action="append", required=True,
                    help="test cuts; repeatable; the test set is named after the file")
     p.add_argument("--decoding-method", action="append", required=True,
-                   help=f"repeatable or comma separated: {', '.join(METHODS)}")
+                   help=f"repeatable or comma separated: {', '.join(METHODS + ATTENTION_METHODS)}")
     p.add_argument("--feature-type", default="fbank")
     p.add_argument("--max-duration", type=float, default=300.0)
     p.add_argument("--max-cut-seconds", type=float, default=60.0,
@@ -86,6 +88,13 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-step-mb", type=_int_or_none, default=bounds.max_step_mb,
                    help="memory one n-best or whole-lattice intersection may add before it fails "
                         "and is retried smaller (Linux)")
+    a = p.add_argument_group("attention decoder (models trained with --num-decoder-layers)")
+    a.add_argument("--beam", type=int, default=AttentionOptions.beam,
+                   help="ctc-prefix-beam-search, attention, attention-rescoring: hypotheses kept")
+    a.add_argument("--attention-ctc-weight", type=float, default=AttentionOptions.ctc_weight,
+                   help="attention-rescoring: decoder score + this × CTC score")
+    a.add_argument("--attention-scales", default=",".join(str(s) for s in AttentionOptions.attention_scales),
+                   help="attention-decoder: decoder-score weights tried (with each --lm-scales)")
     p.add_argument("--metric", choices=["auto", "wer", "cer"], default="auto",
                    help="auto: cer when the lang dir has no bpe.model")
     return p
@@ -102,9 +111,9 @@ def parse_methods(values: Iterable[str]) -> list[str]:
             m = m.strip()
             if m and m not in methods:
                 methods.append(m)
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in METHODS + ATTENTION_METHODS]
     if unknown:
-        raise ValueError(f"unknown decoding methods {unknown}; known: {', '.join(METHODS)}")
+        raise ValueError(f"unknown decoding methods {unknown}; known: {', '.join(METHODS + ATTENTION_METHODS)}")
     return methods
 
 
@@ -183,14 +192,53 @@ def gather(hyps: dict, rt) -> dict | None:
 
 
 @torch.no_grad()
-def network_outputs(model, dataloader) -> Iterator[Batch]:
-    """Run ``model`` over ``dataloader`` batches (dicts from w2v.asr.data)."""
+def network_outputs(model, dataloader, encoder_out: bool = False) -> Iterator[Batch]:
+    """Run ``model`` over ``dataloader`` batches (dicts from w2v.asr.data); with ``encoder_out``
+    the batches also carry the encoder output (on the model's device) for the attention methods."""
     param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
     device = param.device if param is not None else torch.device("cpu")
     for batch in dataloader:
         inputs, lens = model_inputs(batch)
-        log_probs, out_lens = model(inputs.to(device), lens.to(device))
-        yield Batch(log_probs.cpu(), out_lens.cpu(), list(batch["texts"]), list(batch["cut_ids"]))
+        x = None
+        if encoder_out:
+            x, out_lens = model.encode(inputs.to(device), lens.to(device))
+            log_probs = torch.log_softmax(model.output(x), dim=-1)
+        else:
+            log_probs, out_lens = model(inputs.to(device), lens.to(device))
+        yield Batch(log_probs.cpu(), out_lens.cpu(), list(batch["texts"]), list(batch["cut_ids"]), x)
+
+
+def word_token_ids(graphs: DecodingGraphs):
+    """word ids → token ids, as training encodes text: BPE pieces, or the lexicon's units."""
+    token2id = {t: i for i, t in enumerate(graphs.tokens.id2token)}
+    if graphs.tokens.sp is not None:
+        return lambda ids: graphs.tokens.sp.encode(" ".join(graphs.words[i] for i in ids))
+    from w2v.lang.lexicon import split_chars
+
+    unk = token2id.get("<unk>", 0)
+    return lambda ids: [token2id.get(u, unk) for i in ids for u in split_chars(graphs.words[i])]
+
+
+def decode_batches(batches, model, methods, graphs, opts, aopts, log_every: int = 20) -> dict:
+    """Every method on every :class:`Batch`: method → key → [(cut id, ref words, hyp words)]."""
+    ctc = [m for m in methods if m in METHODS]
+    attention = [m for m in methods if m in ATTENTION_METHODS]
+    word_tokens = word_token_ids(graphs) if "attention-decoder" in attention else None
+    out: dict[str, dict[str, list]] = {}
+    num_cuts = 0
+    for i, batch in enumerate(batches):
+        hyps = decode_log_probs(batch.log_probs, batch.lengths, ctc, graphs, opts, batch.cut_ids) if ctc else {}
+        if attention:
+            hyps.update(decode_attention(model, batch.encoder_out, batch.lengths, batch.log_probs, attention,
+                                         graphs, opts, aopts, word_tokens, batch.cut_ids))
+        refs = [t.split() for t in batch.texts]
+        for method, per_key in hyps.items():
+            for key, h in per_key.items():
+                out.setdefault(method, {}).setdefault(key, []).extend(zip(batch.cut_ids, refs, h))
+        num_cuts += len(batch.cut_ids)
+        if log_every and i % log_every == 0:
+            logging.info("batch %d, cuts decoded: %d", i, num_cuts)
+    return out
 
 
 def decode_test_set(model, cuts, test_set: str, args, graphs, methods, opts, metric: str,
@@ -206,7 +254,10 @@ def decode_test_set(model, cuts, test_set: str, args, graphs, methods, opts, met
     dataloader = make_dataloader(windows, train=False, max_duration=args.max_duration,
                                  audio=model.config.ssl is not None,
                                  world_size=rt.world_size if rt else 1, rank=rt.rank if rt else 0)
-    hyps = decode_dataset(network_outputs(model, dataloader), methods, graphs, opts)
+    attention = bool(set(methods) & set(ATTENTION_METHODS))
+    hyps = decode_batches(network_outputs(model, dataloader, encoder_out=attention), model, methods,
+                          graphs, opts, AttentionOptions(args.beam, args.attention_ctc_weight,
+                                                         tuple(float(s) for s in args.attention_scales.split(","))))
     hyps = gather(hyps, rt)
     if hyps is None:  # another rank scores
         return None

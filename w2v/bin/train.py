@@ -63,6 +63,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-nonfinite-batches", type=int, default=t.max_nonfinite_batches,
                    help="stop after this many batches in a row with a non-finite loss or gradient (0: never)")
     p.add_argument("--ctc-impl", choices=["k2", "torch"], default=t.ctc_impl)
+    p.add_argument("--ctc-weight", type=float, default=t.ctc_weight,
+                   help="with --num-decoder-layers > 0: weight of CTC against the attention decoder's loss")
+    p.add_argument("--label-smoothing", type=float, default=t.label_smoothing)
     g = p.add_argument_group("on-the-fly SSL front end (instead of the cuts' features)")
     g.add_argument("--ssl-checkpoint", default=t.ssl_checkpoint,
                    help="fairseq .pt, HF dir, our checkpoint or pretraining exp dir")

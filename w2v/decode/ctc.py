@@ -43,7 +43,8 @@ METHODS = (
     "nbest-rescoring",
     "whole-lattice-rescoring",
 )
-NEEDS_HLG = {"1best", "nbest", "nbest-rescoring", "whole-lattice-rescoring"}
+# attention-decoder (w2v.decode.attention) rescores the HLG lattice's n-best with a model's decoder
+NEEDS_HLG = {"1best", "nbest", "nbest-rescoring", "whole-lattice-rescoring", "attention-decoder"}
 NEEDS_G = {"nbest-rescoring", "whole-lattice-rescoring"}
 DEFAULT_LM_SCALES = tuple(round(0.1 * i, 1) for i in range(1, 21))  # 0.1 .. 2.0
 
@@ -146,7 +147,7 @@ def load_graphs(
     rescoring). With a CPU-only k2 the search stays on the CPU.
     """
     lang_dir = Path(lang_dir)
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in METHODS and m not in NEEDS_HLG]
     if unknown:
         raise ValueError(f"unknown decoding methods {unknown}; known: {METHODS}")
     tokens = read_symbol_table(lang_dir / "tokens.txt")
@@ -161,10 +162,11 @@ def load_graphs(
         g.H = build_ctc_topo(tokens)
     if NEEDS_HLG & set(methods):
         g.HLG = load_fsa(lang_dir / "HLG.pt")
-        if NEEDS_G & set(methods):
-            # The lattice keeps the old LM part separately so rescoring can swap it out;
-            # H and L carry no scores, so HLG's scores are all LM.
+        if (NEEDS_G | {"attention-decoder"}) & set(methods):
+            # The lattice keeps the old LM part separately so rescoring can swap it out (or weigh
+            # it); H and L carry no scores, so HLG's scores are all LM.
             g.HLG.lm_scores = g.HLG.scores.clone()
+        if NEEDS_G & set(methods):
             if lm_dir is None:
                 raise ValueError(f"{sorted(NEEDS_G & set(methods))} need --lm-dir with {rescore_graph}")
             g.G = load_fsa(Path(lm_dir) / rescore_graph)
@@ -821,8 +823,10 @@ def decode_log_probs(
                 per_key = {method: nbest_decoding(lattice, opts, names)}
             elif method == "nbest-rescoring":
                 per_key = nbest_rescoring(lattice, graphs.G, opts, names)
-            else:
+            elif method == "whole-lattice-rescoring":
                 per_key = whole_lattice_rescoring(lattice, graphs.G_with_loops(), opts, names)
+            else:
+                raise ValueError(f"{method} is not a CTC method (w2v.decode.attention has it)")
             results[method] = {
                 k: _word_ids_to_words(graphs, _unsort(v, order)) for k, v in per_key.items()
             }
@@ -839,6 +843,7 @@ class Batch:
     lengths: torch.Tensor  # [B]
     texts: list[str]  # reference transcripts
     cut_ids: list[str]
+    encoder_out: torch.Tensor | None = None  # [B, T, D] on the model's device, for the attention methods
 
 
 def decode_dataset(
