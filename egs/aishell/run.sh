@@ -2,7 +2,8 @@
 # AISHELL-1: k2 CTC recipe on characters (wenet-style), from corpus to CER report.
 #
 # Usage: ./run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [options]
-#   --corpus-dir is the directory holding data_aishell/ (wav/{train,dev,test}, transcript/).
+#   --corpus-dir is the directory holding data_aishell/ (wav/{train,dev,test}, transcript/), or a
+#   wenet data dir (<part>/wav.scp + <part>/text, or <part>/data.list).
 #   With none, stage 0 synthesises the offline demo corpus (espeak-ng Mandarin voices, AISHELL-1
 #   layout, --synth-size mini = 30 min) into download/. For the real corpus:
 #   ./run.sh --corpus-dir /data/aishell --num-epochs 40 --max-duration 300
@@ -100,7 +101,6 @@ lang_dir=data/lang_char
 lm_dir=data/lm
 token_type=char
 all_parts="$train_parts $dev_parts $test_parts"
-transcript=data_aishell/transcript/aishell_transcript_v0.8.txt
 
 
 if [ -z "$corpus_dir" ]; then
@@ -131,7 +131,7 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: lhotse manifests for $all_parts"
   python -m w2v.bin.check_corpus --corpus aishell --parts $all_parts --corpus-dir "$corpus_dir" || exit 1
   for part in $all_parts; do
-    need 0 corpus "$corpus_dir/data_aishell/wav/$part" "$corpus_dir/$transcript"
+    need 0 corpus $(python -m w2v.bin.check_corpus --corpus aishell --corpus-dir "$corpus_dir" --parts "$part" --part-inputs true)
     if stage_begin "manifests $part" "data/manifests/.aishell_$part.json" --options resample="$resample" \
          --outputs $(manifests_of $part) "data/manifests/rejected_aishell_$part.txt"; then
       python -m w2v.bin.prepare_corpus --corpus aishell --corpus-dir "$corpus_dir" \

@@ -7,6 +7,7 @@ the fairseq checkpoints carry the HF weights under fairseq's key names, mapped b
 from __future__ import annotations
 
 import argparse
+import json
 import pickle
 import sys
 import types
@@ -429,3 +430,118 @@ def test_registered_builder_is_used(tmp_path):
         torch.testing.assert_close(loaded.lin.weight, toy.lin.weight)
     finally:
         del M.BUILDERS["toy_kind"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The Chinese releases (TencentGameMate/chinese-{wav2vec2,hubert}-{base,large} on the Hugging Face
+# hub, pretrained on WenetSpeech L): their config.json as published, written from memory of those
+# files. Every field that shapes the encoder is the released value; the values marked "unsure"
+# (dropouts, layerdrop, quantizer sizes) shape nothing the loader keeps, and whether a release
+# ships preprocessor_config.json with do_normalize true for the base models is not known here
+# (the base tests write none: no normalisation). Only num_hidden_layers is cut (12 / 24 -> 2) so
+# the test stays fast; every block is built alike, so what holds for 2 holds for 12.
+_CONV_512 = dict(
+    conv_dim=[512] * 7, conv_kernel=[10, 3, 3, 3, 3, 2, 2], conv_stride=[5, 2, 2, 2, 2, 2, 2],
+    num_feat_extract_layers=7, feat_extract_activation="gelu",
+)
+CHINESE_WAV2VEC2_BASE = dict(
+    _CONV_512, model_type="wav2vec2", architectures=["Wav2Vec2ForPreTraining"],
+    hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, hidden_act="gelu",
+    feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False,
+    num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16, layer_norm_eps=1e-5,
+    hidden_dropout=0.1, attention_dropout=0.1, activation_dropout=0.0, feat_proj_dropout=0.1,
+    layerdrop=0.1,  # unsure: 0.05 or 0.1 (train-time only)
+    final_dropout=0.0, mask_time_prob=0.05, mask_time_length=10, mask_feature_prob=0.0, mask_feature_length=10,
+    num_codevector_groups=2, num_codevectors_per_group=320, codevector_dim=256, proj_codevector_dim=256,
+    num_negatives=100, contrastive_logits_temperature=0.1, diversity_loss_weight=0.1,
+    initializer_range=0.02, vocab_size=32, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+)
+CHINESE_HUBERT_BASE = dict(
+    _CONV_512, model_type="hubert", architectures=["HubertModel"],
+    hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, hidden_act="gelu",
+    feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False,
+    num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16, layer_norm_eps=1e-5,
+    hidden_dropout=0.1, attention_dropout=0.1, activation_dropout=0.1, feat_proj_dropout=0.0,  # unsure: 0.1 / 0.0
+    layerdrop=0.1, final_dropout=0.1, mask_time_prob=0.05, mask_time_length=10,
+    initializer_range=0.02, vocab_size=32, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+)
+# The large releases: 1024 wide, 24 blocks of 16 heads, FFN 4096, layer-norm conv stack with biases,
+# pre-LN Transformer (the fairseq "large" layout).
+_LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+              feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)
+CHINESE = {
+    "chinese-wav2vec2-base": CHINESE_WAV2VEC2_BASE,
+    "chinese-hubert-base": CHINESE_HUBERT_BASE,
+    "chinese-wav2vec2-large": {**CHINESE_WAV2VEC2_BASE, **_LARGE,
+                               "codevector_dim": 768, "proj_codevector_dim": 768},  # unsure: 768 or 256
+    "chinese-hubert-large": {**CHINESE_HUBERT_BASE, **_LARGE},
+}
+
+
+def _chinese_hf(name: str):
+    """Randomly initialised transformers model of ``name``'s configuration, 2 Transformer blocks."""
+    torch.manual_seed(0)
+    values = {**CHINESE[name], "num_hidden_layers": 2}
+    if values["model_type"] == "wav2vec2":
+        # the wav2vec2 releases as pretraining dirs: weights under "wav2vec2.", quantizer heads beside
+        # (unsure whether they were saved from Wav2Vec2ForPreTraining or Wav2Vec2Model: both load)
+        return transformers.Wav2Vec2ForPreTraining(transformers.Wav2Vec2Config(**values)).eval()
+    return transformers.HubertModel(transformers.HubertConfig(**values)).eval()
+
+
+def _save_bin_as_released(model, path) -> None:
+    """pytorch_model.bin as transformers 4.x wrote these releases: weight norm as weight_g / weight_v."""
+    model.config.save_pretrained(path)
+    rename = {"parametrizations.weight.original0": "weight_g", "parametrizations.weight.original1": "weight_v"}
+    state = {}
+    for k, v in model.state_dict().items():
+        for new_name, old_name in rename.items():
+            k = k.replace(new_name, old_name)
+        state[k] = v
+    torch.save(state, path / "pytorch_model.bin")
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+@pytest.mark.parametrize("name", ["chinese-wav2vec2-base", "chinese-hubert-base"])
+def test_chinese_base_checkpoints(tmp_path, name, fmt):
+    hf = _chinese_hf(name)
+    _perturb(hf)
+    d = tmp_path / name
+    if fmt == "safetensors":
+        hf.save_pretrained(d)
+        assert (d / "model.safetensors").is_file()
+    else:
+        _save_bin_as_released(hf, d)
+        assert not (d / "model.safetensors").exists()
+        assert any(k.endswith("weight_g") for k in torch.load(d / "pytorch_model.bin", weights_only=True))
+    written = json.loads((d / "config.json").read_text())
+    assert {k: written[k] for k in ("feat_extract_norm", "num_conv_pos_embeddings", "hidden_size")} == {
+        "feat_extract_norm": "group", "num_conv_pos_embeddings": 128, "hidden_size": 768}
+    model, config = M.load_pretrained(d)
+    assert config.kind == CHINESE[name]["model_type"]
+    assert (config.embed_dim, config.num_layers, config.num_heads, config.ffn_dim) == (768, 2, 12, 3072)
+    assert config.conv_layers == ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
+    assert (config.conv_norm, config.conv_bias, config.layer_norm_first) == ("group_norm", False, False)
+    assert (config.pos_conv_kernel, config.pos_conv_groups, config.normalize_waveform) == (128, 16, False)
+    x = torch.randn(2, 16000)
+    encoder = hf.wav2vec2 if name.startswith("chinese-wav2vec2") else hf
+    _assert_layers(model, x, *_hf_layers(encoder, x), False)
+
+
+@pytest.mark.parametrize("name", ["chinese-hubert-large"])  # chinese-wav2vec2-large: the same path, +3 s
+def test_chinese_large_checkpoints_with_normalize(tmp_path, name):
+    hf = _chinese_hf(name)
+    _perturb(hf)
+    hf.save_pretrained(tmp_path)
+    # the large (layer-norm) models take zero-mean unit-variance input, as their feature extractor says
+    (tmp_path / "preprocessor_config.json").write_text(
+        '{"do_normalize": true, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1, '
+        '"padding_side": "right", "padding_value": 0, "return_attention_mask": true, "sampling_rate": 16000}'
+    )
+    model, config = M.load_pretrained(tmp_path)
+    assert (config.embed_dim, config.num_heads, config.ffn_dim, config.conv_bias) == (1024, 16, 4096, True)
+    assert (config.conv_norm, config.layer_norm_first, config.normalize_waveform) == ("layer_norm", True, True)
+    x = torch.randn(1, 16000) * 3 + 0.5
+    xn = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
+    encoder = hf.wav2vec2 if name.startswith("chinese-wav2vec2") else hf
+    _assert_layers(model, x, *_hf_layers(encoder, xn), True)

@@ -196,3 +196,31 @@ def test_the_option_lists_are_the_python_ones():
     assert re.search(r'^decoding_methods="(.*)"$', text, re.M).group(1).split() == list(METHODS + ATTENTION_METHODS)
     assert re.search(r'^ssl_models="(.*)"$', text, re.M).group(1).split() == list(SSL_MODELS)
     assert re.search(r'^model_sizes="(.*)"$', text, re.M).group(1).split() == list(MODEL_SIZES)
+
+
+def test_a_wenet_data_dir_is_a_corpus(tmp_path, aishell_tiny):
+    """The tiny AISHELL corpus exported to wenet's data dirs, prepared back by run.sh stage 1:
+    the same utterances and transcripts as from the AISHELL layout."""
+    import subprocess
+    import sys
+
+    from lhotse import SupervisionSet
+
+    first = _recipe_copy(tmp_path / "a", "aishell")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "data_aishell").symlink_to(aishell_tiny)
+    proc = _run(first, "--corpus-dir", str(corpus), "--stop-stage", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    wenet = tmp_path / "wenet"
+    subprocess.run([sys.executable, "-m", "w2v.bin.export_wenet", "--manifest-dir", str(first / "data/manifests"),
+                    "--parts", "train", "dev", "test", "--out-dir", str(wenet), "--words", "true"],
+                   check=True, cwd=first)
+    assert sorted(p.name for p in (wenet / "test").iterdir()) == ["data.list", "text", "utt2spk", "wav.scp"]
+    second = _recipe_copy(tmp_path / "b", "aishell")
+    proc = _run(second, "--corpus-dir", str(wenet), "--stop-stage", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for part in ("train", "dev", "test"):
+        a, b = (SupervisionSet.from_file(r / f"data/manifests/aishell_supervisions_{part}.jsonl.gz")
+                for r in (first, second))
+        assert {s.id: s.text for s in a} == {s.id: s.text for s in b}
