@@ -8,12 +8,20 @@ model_sizes="demo medium large linear"
 decoding_methods="ctc-greedy-search ctc-decoding 1best nbest nbest-rescoring whole-lattice-rescoring ctc-prefix-beam-search attention attention-rescoring attention-decoder"
 
 check_int stage stop_stage synth_seed ssl_layer save_every_n node_rank ssl_freeze_updates
-check_positive_int nj num_epochs world_size avg keep_last_k search_beam max_active_states ssl_steps nnodes master_port
+check_positive_int nj max_epochs patience world_size avg keep_last_k search_beam max_active_states ssl_steps nnodes master_port
 check_number max_duration ctc_weight
 check_int num_decoder_layers
 check_bool download speed_perturb ssl_bf16 resample
 check_choice synth_size tiny mini small
 check_choice feature_type fbank ssl ssl-weighted ssl-finetune
+[ -z "$feature_types" ] || check_choice feature_types fbank ssl ssl-weighted ssl-finetune
+[[ $synth_unlabeled_minutes =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]] ||
+  die "--synth-unlabeled-minutes must be a number ≥ 0, got '$synth_unlabeled_minutes'"
+[[ $ssl_layers =~ ^(all|[0-9 ]*)$ ]] || die "--ssl-layers must be layer numbers or all, got '$ssl_layers'"
+for b in $label_budget $label_budgets; do
+  [[ $b =~ ^(all|([0-9]+\.?[0-9]*|\.[0-9]+)[mh]?)$ ]] && [[ $b =~ ^all$|[1-9] ]] ||
+    die "--label-budget(s): '$b' is not a budget: 10m, 1h, 10h, <N>m, <N>h, a number of minutes, or all"
+done
 check_choice model_size $model_sizes
 check_choice amp none bf16 fp16
 [[ $device =~ ^(auto|cpu|cuda(:[0-9]+)?)$ ]] || die "--device must be auto, cpu, cuda or cuda:N, got '$device'"
@@ -32,11 +40,18 @@ check_file lm_arpa rescore_arpa
 [ -z "$corpus_dir" ] || [ "$download" = false ] || die "--download true fetches the corpus itself; give it no --corpus-dir"
 [ -z "$corpus_dir" ] || [ -d "$corpus_dir" ] || die "--corpus-dir $corpus_dir does not exist"
 
-epoch=${epoch:-$num_epochs}
-check_positive_int epoch
+# --num-epochs auto: until the dev loss stops improving for --patience epochs (at most
+# --max-epochs); --epoch then defaults to the last epoch trained, found in stage 10.
+[ "$num_epochs" = auto ] || check_positive_int num_epochs
+[ -n "$epoch" ] || epoch=$([ "$num_epochs" = auto ] && echo last || echo "$num_epochs")
+[ "$epoch" = last ] || check_positive_int epoch
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
-  [ "$avg" -le "$epoch" ] || die "--avg $avg needs $avg epochs up to --epoch $epoch: give --avg ≤ $epoch"
-  if [ "$stage" -le 9 ]; then
+  if [ "$epoch" = last ]; then
+    [ "$avg" -le "$keep_last_k" ] || die "--keep-last-k $keep_last_k keeps fewer epochs than --avg $avg averages"
+  else
+    [ "$avg" -le "$epoch" ] || die "--avg $avg needs $avg epochs up to --epoch $epoch: give --avg ≤ $epoch"
+  fi
+  if [ "$stage" -le 9 ] && [ "$num_epochs" != auto ] && [ "$epoch" != last ]; then
     [ "$epoch" -le "$num_epochs" ] || die "--epoch $epoch is after the last epoch trained (--num-epochs $num_epochs)"
     [ $((num_epochs - epoch + avg)) -le "$keep_last_k" ] ||
       die "--keep-last-k $keep_last_k keeps epochs $((num_epochs - keep_last_k + 1))..$num_epochs, but --epoch $epoch --avg $avg needs epochs $((epoch - avg + 1))..$epoch"
@@ -49,10 +64,10 @@ fi
 #   ssl-weighted  frozen encoder on the fly, a learned weighted sum of all its layers
 #   ssl-finetune  encoder on the fly and trained (layer --ssl-layer; 0 = weighted sum)
 ssl_train_args=
+ssl_checkpoint=${ssl_checkpoint:-exp/ssl_${ssl_model:-wav2vec2}}
 case "$feature_type" in
   fbank) feature_tag=fbank ;;
   *)
-    ssl_checkpoint=${ssl_checkpoint:-exp/ssl_${ssl_model:-wav2vec2}}
     ckpt_name=$(basename "$ssl_checkpoint"); ckpt_name=${ckpt_name%.pt}
     bf16_tag=$([ "$ssl_bf16" = true ] && echo _bf16 || true)
     case "$feature_type" in
@@ -68,4 +83,5 @@ case "$feature_type" in
     [ "$feature_type" != ssl ] || [ "$ssl_layer" -gt 0 ] || die "--feature-type ssl extracts one layer: give --ssl-layer ≥ 1"
     ;;
 esac
-exp_dir=${exp_dir:-exp/ctc_${feature_tag}}
+# a label budget trains its own model beside the one on all labels
+exp_dir=${exp_dir:-exp/ctc_${feature_tag}$([ "$label_budget" = all ] || echo "_$label_budget")}

@@ -18,6 +18,7 @@ _w2v_usage() {
 }
 
 w2v_command="$0${*:+ $*}"
+w2v_argv=("$@")  # as given: a sweep reruns the recipe with them
 # The recipe's own options: NAME= at the start of a line, before the line sourcing this file.
 _w2v_options=" $(sed -n '/^\. .*parse_options\.sh/q; s/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' "$0" | tr '\n' ' ')"
 

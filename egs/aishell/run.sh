@@ -33,17 +33,27 @@
 #   --stage [0] --stop-stage [11] --corpus-dir [] --download [false] --synth-size [mini]
 #   --synth-seed [0] --train-parts [train] --dev-parts [dev] --test-parts [test]
 #   --nj [2] --resample [false] --speed-perturb [false] --lm-arpa [] --rescore-arpa []
+#   --synth-unlabeled-minutes [0] (stage 0 also writes an audio-only part, more voices, unlabeled/)
+#   --unlabeled-dirs [] (directories of audio, any depth, no transcripts) --unlabeled-parts []
+#   (corpus parts used as audio only; with --synth-unlabeled-minutes: unlabeled): stage 7's input
+#   beside the train parts. --label-budget [all] (10m, 1h, 10h, <N>m, <N>h: a speaker-balanced
+#   subset of the train parts trains stage 9; exp dir ctc_<tag>_<budget>)
+#   --label-budgets [] --feature-types [] (a sweep: stages 8-10 for every budget x feature type,
+#   then the report; e.g. --label-budgets "10m 1h all" --feature-types "fbank ssl")
+#   --ssl-layers [] ("1 2 ..." or all: a layer probe, --feature-type ssl once per layer, in the sweep)
 #   --ssl-model [] --ssl-steps [600] --feature-type [fbank] (or ssl, ssl-weighted, ssl-finetune)
 #   --ssl-checkpoint [exp/ssl_<ssl-model>] --ssl-layer [2] --ssl-bf16 [false]
 #   --exp-dir [exp/ctc_<tag>], tag: fbank, <ckpt>_L<layer>, <ckpt>_weighted, <ckpt>_finetune_L<layer>
 #   --ssl-freeze-updates [0] (ssl-finetune: the encoder stays frozen for the first N updates)
-#   --num-epochs [25] --keep-last-k [5] --save-every-n [0]
+#   --num-epochs [auto] (until the dev loss stops improving for --patience [5] epochs, at most
+#   --max-epochs [200]; or a number) --keep-last-k [5] --save-every-n [0]
 #   --model-size [demo] (medium 33M, large 80M; linear: fairseq's linear CTC head on the SSL encoder)
-#   --num-decoder-layers [0] (> 0: joint CTC/attention, wenet's U2) --ctc-weight [0.3]
-#   --max-duration [30] --epoch [=num-epochs] --avg [3]
+#   --num-decoder-layers [2] (joint CTC/attention, wenet's U2; 0: CTC only) --ctc-weight [0.3]
+#   --max-duration [30] --epoch [the last trained] --avg [3]
 #   --device [auto] (cpu, cuda) --amp [none] (bf16, fp16) --world-size [1] (processes per node)
 #   --nnodes [1] --node-rank [0] --master-addr [localhost] --master-port [29500] (multi-node torchrun)
-#   --decoding-method [ctc-greedy-search 1best nbest nbest-rescoring whole-lattice-rescoring]
+#   --decoding-method [ctc-greedy-search ctc-prefix-beam-search attention-rescoring 1best
+#   nbest-rescoring whole-lattice-rescoring]
 #   --lm-scales [0.1,0.2,...,1.0] --search-beam [20] --max-active-states [10000]
 
 stage=0
@@ -52,6 +62,7 @@ corpus_dir=
 download=false
 synth_size=mini
 synth_seed=0
+synth_unlabeled_minutes=0
 train_parts="train"
 dev_parts="dev"
 test_parts="test"
@@ -60,6 +71,8 @@ resample=false
 speed_perturb=false
 lm_arpa=
 rescore_arpa=
+unlabeled_dirs=
+unlabeled_parts=
 ssl_model=
 ssl_steps=600
 feature_type=fbank
@@ -67,12 +80,18 @@ ssl_checkpoint=
 ssl_layer=2
 ssl_bf16=false
 ssl_freeze_updates=0
+label_budget=all
+label_budgets=
+feature_types=
+ssl_layers=
 exp_dir=
-num_epochs=25
+num_epochs=auto
+max_epochs=200
+patience=5
 keep_last_k=5
 save_every_n=0
 model_size=demo
-num_decoder_layers=0
+num_decoder_layers=2
 ctc_weight=0.3
 max_duration=30
 device=auto
@@ -84,7 +103,7 @@ master_addr=localhost
 master_port=29500
 epoch=
 avg=3
-decoding_method="ctc-greedy-search 1best nbest nbest-rescoring whole-lattice-rescoring"
+decoding_method="ctc-greedy-search ctc-prefix-beam-search attention-rescoring 1best nbest-rescoring whole-lattice-rescoring"
 lm_scales=0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0
 search_beam=20
 max_active_states=10000
@@ -110,6 +129,9 @@ if [ -z "$corpus_dir" ]; then
 else
   synthetic=false
 fi
+# Audio-only input of stage 7: --unlabeled-dirs, and the audio of --unlabeled-parts.
+[ "$synthetic" = false ] || [ "$synth_unlabeled_minutes" = 0 ] || unlabeled_parts=${unlabeled_parts:-unlabeled}
+unlabeled_audio="$unlabeled_dirs $(for p in $unlabeled_parts; do echo "$corpus_dir/data_aishell/wav/$p"; done)"
 # Part names always; the layout too when the corpus is already there (stage 0 may add parts).
 python -m w2v.bin.check_corpus --corpus aishell --parts $all_parts \
   $([ -d "$corpus_dir" ] && echo --corpus-dir "$corpus_dir" --missing-parts-ok true) || exit 1
@@ -121,7 +143,7 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   elif [ "$synthetic" = true ]; then
     log "Stage 0: synthesise the offline demo corpus ($synth_size) into $corpus_dir"
     python -m w2v.bin.make_corpus --layout aishell --out "$corpus_dir" \
-      --size "$synth_size" --seed "$synth_seed"
+      --size "$synth_size" --seed "$synth_seed" --unlabeled-minutes "$synth_unlabeled_minutes"
   else
     log "Stage 0: using the corpus in $corpus_dir"
   fi

@@ -172,3 +172,22 @@ def test_resample_keeps_other_rates_at_16k(corpus, tmp_path, caplog):
         assert abs(rec.num_samples - samples.shape[1]) <= 1
         assert sups[rec.id].duration <= rec.duration + 1e-9
         assert abs(sups[rec.id].duration - duration) < 1e-3
+
+
+def test_aishell_transcripts_are_normalised(tmp_path):
+    """Full-width letters, punctuation and case become the one Mandarin normal form (w2v.data.text)."""
+    corpus_dir, part, utts = _part_with_rates(tmp_path / "c", "aishell", [(16000, 16000, 1)] * 4)
+    uids = sorted(utts)
+    raw = ["我 喜欢 去 ｋｔｖ 唱歌。", "HELLO world，你好！", "卡拉OK  很 好玩", "，。！"]
+    transcript = corpus_dir / "data_aishell" / "transcript" / "aishell_transcript_v0.8.txt"
+    transcript.write_text("".join(f"{u} {t}\n" for u, t in zip(uids, raw)), encoding="utf-8")
+    result = prepare_aishell(corpus_dir, tmp_path / "m", [part])[part]
+    sups = {s.id: s for s in result.supervisions}
+    assert [(sups[u].custom["words"], sups[u].text) for u in uids[:3]] == [
+        ("我 喜欢 去 KTV 唱歌", "我喜欢去KTV唱歌"),
+        ("HELLO WORLD 你好", "HELLO WORLD你好"),
+        ("卡拉OK 很 好玩", "卡拉OK很好玩"),
+    ]
+    assert uids[3] not in sups
+    assert [why for path, why in result.rejected if uids[3] in path] == [
+        f"empty transcript for {uids[3]} after normalisation (was '，。！') ({transcript})"]

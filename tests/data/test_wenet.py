@@ -15,7 +15,6 @@ from w2v.bin import check_corpus, export_wenet as export_cli, prepare_corpus
 from w2v.data.layout import LayoutError, MissingPartError, check_layout, part_inputs
 from w2v.data.prepare import prepare_aishell
 from w2v.data.wenet import (
-    _character_words,
     export_wenet,
     prepare_wenet,
     read_wenet_part,
@@ -84,16 +83,17 @@ def test_text_without_spaces_has_characters_as_words(aishell_tiny, aishell_refer
 
 
 def test_transcript_normalises_as_aishell():
-    assert transcript("我 买 ａｂ 电脑") == ("我 买 ａｂ 电脑", "我买AB电脑")
+    assert transcript("我 买 ａｂ 电脑") == ("我 买 AB 电脑", "我买AB电脑")  # words normalised too
     assert transcript("  好的OK吗 ") == ("好 的 OK 吗", "好的OK吗")
 
 
-def test_character_words_split_as_the_char_lexicon():
+def test_unsegmented_transcripts_split_as_the_char_lexicon():
     pytest.importorskip("k2")
     from w2v.lang.lexicon import split_chars
 
-    for text in ("好的OK吗", "ABC", "你好", "3D打印机x", "a好b"):
-        assert _character_words(text) == " ".join(split_chars(text))
+    for text in ("好的OK吗", "ABC", "你好", "3D打印机X", "A好B"):
+        assert transcript(text)[0] == " ".join(split_chars(text))
+    assert transcript("好的ｏｋ吗？") == ("好 的 OK 吗", "好的OK吗")
 
 
 @pytest.mark.parametrize("words", [False, True])

@@ -92,18 +92,19 @@ def test_main_with_fake_model(setup, monkeypatch, capsys):
     ])
     printed = capsys.readouterr().out
     entries = {e["decoding_method"]: e for e in json.loads((exp / "results.json").read_text())}
-    assert set(entries) == {"ctc-greedy-search", "1best", "whole-lattice-rescoring/lm_scale_0.5",
-                            "whole-lattice-rescoring/lm_scale_1.0"}
+    assert set(entries) == {"ctc-greedy-search", "1best/lm_scale_0.5", "1best/lm_scale_1.0",
+                            "whole-lattice-rescoring/lm_scale_0.5", "whole-lattice-rescoring/lm_scale_1.0"}
     # 14 reference words; greedy spells GRASS out, the HLG methods cannot say it
     assert entries["ctc-greedy-search"]["wer"] == 0.0
-    hlg = entries["1best"]
+    hlg = entries["1best/lm_scale_1.0"]  # icefall's 1best: the graph's scores at scale 1
     assert hlg["ref_words"] == 14 and hlg["del"] + hlg["sub"] >= 1 and hlg["wer"] > 0
-    assert entries["whole-lattice-rescoring/lm_scale_0.5"]["labels"] == {"epoch": 3, "avg": 2, "lm_scale": 0.5}
-    assert (exp / "1best" / "errs-test-clean-1best-epoch-3-avg-2.txt").read_text().startswith(
+    assert entries["whole-lattice-rescoring/lm_scale_0.5"]["labels"] == {
+        "epoch": 3, "avg": 2, "label_budget": "all", "lm_scale": 0.5}
+    assert (exp / "1best" / "errs-test-clean-lm_scale_1.0-epoch-3-avg-2.txt").read_text().startswith(
         f"%WER {hlg['wer']:.2f}% [")
     assert (exp / "whole-lattice-rescoring" / "wer-summary-test-clean-epoch-3-avg-2.txt").exists()
     assert (exp / "whole-lattice-rescoring" / "recogs-test-clean-lm_scale_1.0-epoch-3-avg-2.txt").exists()
-    assert "| 1best | fbank | epoch-3-avg-2 |" in (exp / "RESULTS.md").read_text()
+    assert "| 1best/lm_scale_1.0 | fbank | epoch-3-avg-2 |" in (exp / "RESULTS.md").read_text()
     assert (exp / "wer-test-clean.png").exists()
     assert printed.splitlines()[0] == "test-clean"
     assert printed.splitlines()[2].startswith("ctc-greedy-search")  # best first

@@ -173,7 +173,7 @@ def test_rescoring_out_of_memory_is_retried(lang, caplog, monkeypatch, fits):
     with caplog.at_level(logging.WARNING):
         hyps = decode_log_probs(log_probs, lengths, ["1best", "whole-lattice-rescoring"], graphs, opts,
                                 ["flat-cut", "good-cut"])
-    rescored, first_pass = hyps["whole-lattice-rescoring"]["lm_scale_0.5"], hyps["1best"]["1best"]
+    rescored, first_pass = hyps["whole-lattice-rescoring"]["lm_scale_0.5"], hyps["1best"]["lm_scale_1.0"]
     assert rescored[1] == first_pass[1] == GOOD.split()
     messages = warnings_of(caplog)
     assert all(m.startswith("whole-lattice-rescoring: cut ") and "DefaultCPUAllocator" in m
@@ -209,8 +209,8 @@ def test_bounds_change_nothing_on_normal_output(lang, caplog):
         unbounded = decode_log_probs(log_probs, lengths, METHODS, graphs,
                                      SearchOptions(num_paths=50, lm_scales=(0.3, 1.0), **UNBOUNDED))
         assert bounded == unbounded
-    assert bounded["1best"]["1best"] != [s.split() for s in sentences]  # the noisy one has errors
-    assert unbounded["1best"]["1best"] == bounded["1best"]["1best"]
+    assert bounded["1best"]["lm_scale_1.0"] != [s.split() for s in sentences]  # the noisy one has errors
+    assert unbounded["1best"]["lm_scale_1.0"] == bounded["1best"]["lm_scale_1.0"]
     assert warnings_of(caplog) == []
 
 

@@ -73,7 +73,8 @@ def _args(setup, exp, *extra):
 
 def _recogs(exp: Path, method: str) -> dict[str, tuple[list, list]]:
     out: dict[str, dict] = {}
-    path = exp / method / f"recogs-test-{method}-epoch-1-avg-1.txt"
+    key = "lm_scale_1.0" if method == "1best" else method
+    path = exp / method / f"recogs-test-{key}-epoch-1-avg-1.txt"
     for line in path.read_text().splitlines():
         cut_id, field = line.split(":\t", 1)
         kind, value = field.split("=", 1)
@@ -114,7 +115,9 @@ def test_two_torchrun_processes_decode_what_one_does(setup, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads((d / "results.json").read_text()) for d in (one, two)]
-    assert rows[0] == rows[1] and len(rows[0]) == 2
+    from w2v.decode.ctc import DEFAULT_LM_SCALES
+
+    assert rows[0] == rows[1] and len(rows[0]) == 1 + len(DEFAULT_LM_SCALES)  # greedy, 1best per scale
     for method in ("ctc-greedy-search", "1best"):
         assert _recogs(one, method) == _recogs(two, method)
     assert proc.stdout.count("decoding method") == 1  # rank 0 alone prints the table

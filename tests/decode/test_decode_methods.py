@@ -73,7 +73,7 @@ def test_peaky_output_decodes_to_its_words(lang, method):
     lang_dir, _, graphs = lang
     log_probs, lengths = peaky_log_probs(_token_ids(lang_dir, TEST), 30, noise=0.5)
     hyps = decode_log_probs(log_probs, lengths, [method], graphs, OPTS)[method]
-    expected_keys = {"lm_scale_0.5", "lm_scale_1.0"} if "rescoring" in method else {method}
+    expected_keys = {"lm_scale_0.5", "lm_scale_1.0"} if "rescoring" in method or method == "1best" else {method}
     assert set(hyps) == expected_keys
     for key, h in hyps.items():
         assert h == [s.split() for s in TEST], key
@@ -86,7 +86,7 @@ def test_noisy_output_lexicon_repairs(lang):
     hyps = decode_log_probs(log_probs, lengths, ["ctc-greedy-search", "1best"], graphs, OPTS)
     refs = [s.split() for s in TEST]
     greedy_ok = sum(h == r for h, r in zip(hyps["ctc-greedy-search"]["ctc-greedy-search"], refs))
-    hlg_ok = sum(h == r for h, r in zip(hyps["1best"]["1best"], refs))
+    hlg_ok = sum(h == r for h, r in zip(hyps["1best"]["lm_scale_1.0"], refs))
     assert hlg_ok == len(refs)
     assert greedy_ok <= 1
 
@@ -111,7 +111,7 @@ def test_lexicon_words_all_decodable(lang):
     lang_dir, _, graphs = lang
     lexicon = [w for w, _ in read_lexicon(lang_dir / "lexicon.txt") if w != "<UNK>"]
     log_probs, lengths = peaky_log_probs(_token_ids(lang_dir, lexicon), 30, noise=0.3)
-    hyps = decode_log_probs(log_probs, lengths, ["1best"], graphs, OPTS)["1best"]["1best"]
+    hyps = decode_log_probs(log_probs, lengths, ["1best"], graphs, OPTS)["1best"]["lm_scale_1.0"]
     assert hyps == [[w] for w in lexicon]
 
 
@@ -137,7 +137,7 @@ def test_blank_skipping_same_words(lang):
     log_probs, lengths = peaky_log_probs(_token_ids(lang_dir, TEST), 30, blanks_between=4, noise=0.3)
     opts = SearchOptions(blank_skip_threshold=0.99)
     hyps = decode_log_probs(log_probs, lengths, ["ctc-decoding", "1best"], graphs, opts)
-    assert hyps["1best"]["1best"] == [s.split() for s in TEST]
+    assert hyps["1best"]["lm_scale_1.0"] == [s.split() for s in TEST]
     assert hyps["ctc-decoding"]["ctc-decoding"] == [s.split() for s in TEST]
 
 
@@ -152,7 +152,7 @@ def test_mandarin_char_graph(tmp_path):
     opts = SearchOptions(lm_scales=(0.7,))
     hyps = decode_log_probs(log_probs, lengths, ["ctc-greedy-search", "1best", "whole-lattice-rescoring"],
                             graphs, opts)
-    assert hyps["1best"]["1best"] == [s.split() for s in test]
+    assert hyps["1best"]["lm_scale_1.0"] == [s.split() for s in test]
     assert hyps["whole-lattice-rescoring"]["lm_scale_0.7"] == [s.split() for s in test]
     # greedy has no word boundaries: one string of characters per utterance
     assert hyps["ctc-greedy-search"]["ctc-greedy-search"] == [["我去北京"], ["上海很好"]]

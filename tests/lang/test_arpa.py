@@ -89,3 +89,17 @@ def test_log10_values_are_finite(tmp_path):
         for g, (lp, bow) in table.items():
             assert g == ("<s>",) or -20 < lp < 0
             assert math.isfinite(bow)
+
+
+def test_vocab_words_never_seen_get_a_unigram():
+    """Every words.txt word is reachable in G: an unseen one gets its share of the uniform mass."""
+    sentences = [["A", "B"], ["B", "A", "B"]]
+    lm = estimate_kn(sentences, order=2, vocab={"A", "B", "C", "D"})
+    assert {("C",), ("D",)} <= set(lm.ngrams[0])
+    assert lm.ngrams[0][("C",)][0] == lm.ngrams[0][("D",)][0] == lm.ngrams[0][("<UNK>",)][0]
+    assert lm.ngrams[0][("C",)][0] < lm.ngrams[0][("A",)][0]
+    vocab = [w for w in lm.vocab() if w != "<s>"]
+    for h in [(), ("A",), ("B",), ("<s>",)]:
+        assert sum(10 ** lm.log10_prob(h, w) for w in vocab) == pytest.approx(1.0, abs=1e-6)
+    # without a vocabulary only the words seen are in the model
+    assert ("C",) not in estimate_kn(sentences, order=2).ngrams[0]

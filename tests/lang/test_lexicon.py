@@ -107,7 +107,7 @@ def test_split_chars():
 
 def test_char_lang_dir(tmp_path):
     (tmp_path / "transcript_words.txt").write_text("我们 去 北京\n北京 很 大\n我 去\n")
-    prepare_lang(tmp_path, "char")
+    prepare_lang(tmp_path, "char", spell_units=False)
     tokens = [s for s, _ in _lines(tmp_path / "tokens.txt")]
     assert tokens[:3] == ["<blk>", "<sos/eos>", "<unk>"]
     assert set(tokens[3:]) == {"我", "们", "去", "北", "京", "很", "大", "#0", "#1"}
@@ -127,3 +127,20 @@ def test_bpe_lang_without_model_raises(tmp_path):
     (tmp_path / "transcript_words.txt").write_text("A B\n")
     with pytest.raises(RuntimeError):
         prepare_lang(tmp_path, "bpe")
+
+
+def test_char_lexicon_spells_every_unit_as_a_word(tmp_path):
+    (tmp_path / "transcript_words.txt").write_text("我们 去 北京\n北京 很 大\n我 喜欢 ｋｔｖ，\n", encoding="utf-8")
+    prepare_lang(tmp_path, "char")
+    lexicon = dict(read_lexicon(tmp_path / "lexicon.txt"))
+    words = [s for s, _ in _lines(tmp_path / "words.txt")]
+    # training words (normalised: KTV) plus each unit alone, no word twice
+    assert set(lexicon) == {"我们", "去", "北京", "很", "大", "我", "喜欢", "KTV",
+                            "们", "北", "京", "喜", "欢", "<UNK>"}
+    assert words[2:-3] == sorted(set(lexicon) - {"<UNK>"}) and len(words) == len(set(words))
+    assert lexicon["京"] == ["京"] and lexicon["KTV"] == ["KTV"]
+    # an unseen word of known characters has a path through L: 京 北 (no word 京北)
+    L = load_fsa(tmp_path / "L.pt")
+    tok = read_symbol_table(tmp_path / "tokens.txt")
+    wid = read_symbol_table(tmp_path / "words.txt")
+    assert _words_of_tokens(L, [tok["京"], tok["北"]]) == [wid["京"], wid["北"]]

@@ -16,6 +16,10 @@ from tests.recipes.helpers import recipe_copy as _recipe_copy, run_recipe as _ru
 METHODS = ["ctc-greedy-search", "ctc-decoding", "1best", "whole-lattice-rescoring"]
 
 
+def _test_rows(results: list[dict]) -> list[dict]:
+    return [r for r in results if r["test_set"] == "test-clean"]
+
+
 @pytest.mark.recipe
 def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
     recipe = _recipe_copy(tmp_path, "librispeech")
@@ -48,7 +52,10 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
         for t in (recipe / "download/LibriSpeech/test-clean").rglob("*.trans.txt")
         for line in t.read_text().splitlines()
     )
-    results = json.loads((recipe / "exp/ctc_fbank/results.json").read_text())
+    everything = json.loads((recipe / "exp/ctc_fbank/results.json").read_text())
+    # dev is decoded too (the report chooses LM scales on it); the test rows:
+    results = _test_rows(everything)
+    assert {r["test_set"] for r in everything} == {"test-clean", "dev-clean"}
     methods = {r["decoding_method"].split("/")[0] for r in results}
     assert methods == set(METHODS)
     assert {r["decoding_method"] for r in results if r["decoding_method"].startswith("whole")} == {
@@ -80,7 +87,7 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
         assert f"  {name}: up to date (built from the same inputs and options), skipping" in proc.stdout, name
     assert "exp/ctc_fbank already holds epoch-3.pt: nothing to train for --num-epochs 3" in proc.stderr
     assert (recipe / "exp/ctc_fbank/epoch-3.pt").stat().st_mtime_ns == before
-    assert json.loads((recipe / "exp/ctc_fbank/results.json").read_text()) == results
+    assert json.loads((recipe / "exp/ctc_fbank/results.json").read_text()) == everything
 
     # a truncated newest checkpoint: training redoes that epoch from the one before, and the
     # averaged model and its decoding follow because their input changed
@@ -101,9 +108,27 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
               if r["decoding_method"] == "ctc-greedy-search"}
     assert greedy == {"epoch-3-avg-2", "epoch-2-avg-1"}
     assert (recipe / "exp/ctc_fbank/ctc-greedy-search/errs-test-clean-ctc-greedy-search-epoch-2-avg-1.txt").is_file()
-    results = [r for r in json.loads((recipe / "exp/ctc_fbank/results.json").read_text())
+    results = [r for r in _test_rows(json.loads((recipe / "exp/ctc_fbank/results.json").read_text()))
                if r["checkpoint"] == "epoch-3-avg-2"]
     assert {r["decoding_method"].split("/")[0] for r in results} == set(METHODS)
+
+    # the default schedule (--num-epochs auto): past the all-blank stretch (not while greedy search
+    # on dev says less than half the reference's tokens), then until the dev loss stalls
+    proc = _run(recipe, *args, "--stage", "9", "--stop-stage", "10", "--num-epochs", "auto", "--avg", "3",
+                "--keep-last-k", "3", "--exp-dir", "auto/ctc_fbank", "--decoding-method", "ctc-greedy-search 1best")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    stop = re.search(r"stopping after epoch (\d+): no better dev loss since epoch (\d+)", proc.stderr)
+    assert stop and int(stop[1]) - int(stop[2]) >= 5, proc.stderr[-2000:]
+    last = torch.load(recipe / f"auto/ctc_fbank/epoch-{stop[1]}.pt", weights_only=True)
+    assert last["plateau"]["output_ratio"] >= 0.5 and last["warmup"] < 300
+    assert f"Stage 10: decode test-clean (and dev-clean) with epoch {stop[1]} avg 3" in proc.stdout
+    auto = {r["decoding_method"]: r for r in _test_rows(json.loads((recipe / "auto/ctc_fbank/results.json").read_text()))}
+    for r in auto.values():
+        assert r["ref_words"] - r["del"] - r["sub"] > 0, r  # some words right
+    greedy = auto["ctc-greedy-search"]
+    assert greedy["del"] < 0.8 * greedy["ref_words"], greedy  # not (nearly) empty output
+    hyps = (recipe / f"auto/ctc_fbank/ctc-greedy-search/recogs-test-clean-ctc-greedy-search-epoch-{stop[1]}-avg-3.txt")
+    assert "hyp=[]" not in hyps.read_text()
 
     # the feature swap: pretrain a tiny wav2vec2, then train and decode on its layer 2
     proc = _run(recipe, *args, "--stage", "7", "--ssl-model", "wav2vec2", "--ssl-steps", "20",
@@ -126,17 +151,27 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
     ckpt = torch.load(recipe / f"exp/ctc_{tag}/epoch-2.pt", weights_only=False)
     assert ckpt["scheduler"]["last_epoch"] > 0
     assert (ckpt["config"]["feature_dim"], ckpt["config"]["subsampling"]) == (64, 2)
-    ssl_results = json.loads((recipe / f"exp/ctc_{tag}/results.json").read_text())
-    assert {r["decoding_method"] for r in ssl_results} == {"ctc-greedy-search", "1best"}
+    ssl_results = _test_rows(json.loads((recipe / f"exp/ctc_{tag}/results.json").read_text()))
+    assert {r["decoding_method"] for r in ssl_results} == {"ctc-greedy-search", "1best/lm_scale_0.5", "1best/lm_scale_1.0"}
     for r in ssl_results:
         assert r["feature_type"] == tag and r["ref_words"] == ref_words
         assert r["wer"] == pytest.approx(100.0 * (r["ins"] + r["del"] + r["sub"]) / ref_words, abs=0.01)
-    # stage 11 sets the SSL run against fbank
+    # stage 11 sets the SSL run against fbank, 1best at the LM scale each run did best with on dev
+    from w2v.scoring.results import choose_on_dev
+
     comparison = (recipe / "exp/COMPARISON.md").read_text()
     assert "| ctc_fbank | ctc_ssl_wav2vec2_L2 |" in comparison
-    fb = {r["decoding_method"]: r["wer"] for r in results}["1best"]
-    ss = {r["decoding_method"]: r["wer"] for r in ssl_results}["1best"]
-    assert f"| test-clean | 1best (WER) | {fb:.2f} | {ss:.2f} ({ss - fb:+.2f}) |" in comparison
+    (fb,), (ss,) = ([r for r in choose_on_dev([e for e in json.loads((recipe / f"exp/{d}/results.json").read_text())
+                                               if e["checkpoint"] == c], ["dev-clean"])
+                     if r["decoding_method"].startswith("1best/")]
+                    for d, c in (("ctc_fbank", "epoch-3-avg-2"), (f"ctc_{tag}", "epoch-2-avg-1")))
+    fb_scale, ss_scale = (r["decoding_method"].removeprefix("1best/lm_scale_") for r in (fb, ss))
+    cell = re.search(rf"\| test-clean \| 1best \(WER\) \| {fb['wer']:.2f} \(lm_scale {fb_scale} on dev-clean\) \| "
+                     rf"{ss['wer']:.2f} \(lm_scale {ss_scale} on dev-clean; Δ ([+-]\d+\.\d\d)\*?, "
+                     rf"95% CI \[([+-]\d+\.\d\d), ([+-]\d+\.\d\d)\]\) \|", comparison)
+    assert cell, comparison
+    assert float(cell[1]) == pytest.approx(ss["wer"] - fb["wer"], abs=0.011)
+    assert float(cell[2]) <= float(cell[1]) <= float(cell[3])
     assert (recipe / "exp/COMPARISON-test-clean.png").is_file()
 
     # on the fly: a learned weighted sum of the frozen encoder's layers, and a fine-tuned encoder
@@ -159,7 +194,7 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
             assert state.keys() == encoder.keys()
             assert all(torch.equal(state[k], encoder[k]) for k in state if k.startswith("feature_extractor."))
             assert any(not torch.equal(state[k], encoder[k]) for k in state if k.startswith("encoder.transformer"))
-        (r,) = json.loads((recipe / f"exp/ctc_{tag}/results.json").read_text())
+        (r,) = _test_rows(json.loads((recipe / f"exp/ctc_{tag}/results.json").read_text()))
         assert r["feature_type"] == tag and r["ref_words"] == ref_words
     assert ("| ctc_fbank | ctc_ssl_wav2vec2_L2 | ctc_ssl_wav2vec2_finetune_L2 | ctc_ssl_wav2vec2_weighted |"
             in (recipe / "exp/COMPARISON.md").read_text())
@@ -182,7 +217,7 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
     (kept,) = (recipe / "exp/replaced").iterdir()
     assert f"kept the old outputs: exp/ctc_fbank -> exp/replaced/{kept.name}" in out
     assert (kept / "epoch-3.pt").is_file() and (kept / "results.json").is_file()
-    (row,) = json.loads((recipe / "exp/ctc_fbank/results.json").read_text())
+    (row,) = _test_rows(json.loads((recipe / "exp/ctc_fbank/results.json").read_text()))
     assert row["ref_words"] == _ref_words(other, "test-clean") != ref_words
 
 
@@ -200,11 +235,6 @@ def test_run_sh_missing_corpus_dir(tmp_path):
     proc = _run(recipe, "--corpus-dir", str(tmp_path / "nowhere"), "--stop-stage", "1")
     assert proc.returncode != 0
     assert f"--corpus-dir {tmp_path / 'nowhere'} does not exist" in proc.stdout + proc.stderr
-
-
-def _ref_words(corpus: Path, part: str) -> int:
-    return sum(len(line.split()) - 1 for t in (corpus / part).rglob("*.trans.txt")
-               for line in t.read_text().splitlines())
 
 
 def _ref_words(corpus: Path, part: str) -> int:

@@ -43,6 +43,12 @@ def recipe(built, tmp_path) -> Path:
     (["--feature-type", "foo"], "--feature-type: 'foo' is not one of: fbank ssl ssl-weighted ssl-finetune"),
     (["--num-epochs", "2"], "--avg 3 needs 3 epochs up to --epoch 2: give --avg ≤ 2"),
     (["--num-epochs", "ten"], "--num-epochs must be a whole number > 0, got 'ten'"),
+    (["--avg", "6"], "--keep-last-k 5 keeps fewer epochs than --avg 6 averages"),  # --num-epochs auto
+    (["--patience", "0"], "--patience must be a whole number > 0, got '0'"),
+    (["--label-budget", "10min"], "--label-budget(s): '10min' is not a budget: 10m, 1h, 10h"),
+    (["--label-budgets", "10m 0h"], "--label-budget(s): '0h' is not a budget"),
+    (["--feature-types", "fbank mfcc"], "--feature-types: 'mfcc' is not one of: fbank ssl ssl-weighted ssl-finetune"),
+    (["--synth-unlabeled-minutes", "-1"], "--synth-unlabeled-minutes must be a number ≥ 0, got '-1'"),
     (["--decoding-method", "1best bestpath"], "--decoding-method: 'bestpath' is not one of: ctc-greedy-search"),
     (["--speed-perturb", "yes"], "--speed-perturb must be true or false, got 'yes'"),
     (["--max-duration", "0"], "--max-duration must be a number > 0, got '0'"),

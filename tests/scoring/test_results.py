@@ -84,9 +84,11 @@ def test_plot(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_comparison_best_lm_scale_and_change_from_baseline(tmp_path):
+def test_comparison_without_dev_sets_or_recogs(tmp_path):
+    """Runs of no label budget, no dev results and no recogs files: the best lm scale on test,
+    said in the cell, and the change from the baseline without an interval."""
     from w2v.bin.compare_results import main as compare_main
-    from w2v.scoring.results import best_per_method, comparison_markdown
+    from w2v.scoring.results import choose_on_dev, comparison_markdown
 
     fbank = [_e("test-clean", "1best", 8.0), _e("test-clean", "whole-lattice-rescoring/lm_scale_0.3", 6.6),
              _e("test-clean", "whole-lattice-rescoring/lm_scale_0.5", 7.1)]
@@ -94,15 +96,19 @@ def test_comparison_best_lm_scale_and_change_from_baseline(tmp_path):
            _e("test-clean", "whole-lattice-rescoring/lm_scale_0.3", 5.25, "ssl_L2"),
            _e("test-clean", "whole-lattice-rescoring/lm_scale_0.1", 4.75, "ssl_L2"),
            _e("test-other", "1best", 9.0, "ssl_L2")]
-    best = best_per_method(ssl)
-    assert best[("test-clean", "whole-lattice-rescoring")]["decoding_method"].endswith("0.1")
-    text = comparison_markdown({"ctc_fbank": fbank, "ctc_ssl_L2": ssl})
+    for e in fbank + ssl:  # counts that agree with the rates: the choice counts errors
+        e.update({"ins": 0, "del": 0, "sub": round(10 * e["wer"]), "ref_words": 1000})
+    chosen = {(e["test_set"], e["decoding_method"].split("/")[0]): e for e in choose_on_dev(ssl)}
+    assert chosen[("test-clean", "whole-lattice-rescoring")]["decoding_method"].endswith("0.1")
+    text = comparison_markdown({"ctc_ssl_L2": ssl, "ctc_fbank": fbank})
+    assert "\n### Label budget all\n" in text
     rows = {tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")[3:-1]]
             for line in text.splitlines() if line.startswith("| test")}
-    assert rows[("test-clean", "1best (WER)")] == ["8.00", "5.50 (-2.50)"]
-    assert rows[("test-clean", "whole-lattice-rescoring (WER)")] == ["6.60", "4.75 (-1.85)"]
+    assert rows[("test-clean", "1best (WER)")] == ["8.00", "5.50 (Δ -2.50, no CI: recogs missing)"]
+    assert rows[("test-clean", "whole-lattice-rescoring (WER)")] == [
+        "6.60 (lm_scale 0.3 chosen on test)", "4.75 (lm_scale 0.1 chosen on test; Δ -1.85, no CI: recogs missing)"]
     assert rows[("test-other", "1best (WER)")] == ["-", "9.00"]  # no baseline: no change shown
-    assert "| ctc_fbank | ctc_ssl_L2 |" in text  # named after their features: said once
+    assert "| ctc_fbank | ctc_ssl_L2 |" in text  # fbank first; named after their features: said once
     assert "| other (fbank) |" in comparison_markdown({"other": fbank})
 
     for name, entries in (("ctc_fbank", fbank), ("ctc_ssl_L2", ssl)):
@@ -110,10 +116,11 @@ def test_comparison_best_lm_scale_and_change_from_baseline(tmp_path):
         (tmp_path / name / "results.json").write_text(json.dumps(entries))
     (tmp_path / "ctc_empty").mkdir()
     out = tmp_path / "COMPARISON.md"
-    compare_main([str(tmp_path / n) for n in ("ctc_fbank", "ctc_empty", "ctc_ssl_L2")] + ["--out", str(out)])
+    compare_main([str(tmp_path / n) for n in ("ctc_ssl_L2", "ctc_empty", "ctc_fbank")] + ["--out", str(out)])
     assert out.read_text() == text
     assert (tmp_path / "COMPARISON-test-clean.png").stat().st_size > 1000
     assert (tmp_path / "COMPARISON-test-other.png").is_file()
+    assert not list(tmp_path.glob("COMPARISON-budgets-*"))  # one budget: no budget plot
 
 
 def test_decoding_a_checkpoint_again_replaces_all_its_rows(tmp_path):

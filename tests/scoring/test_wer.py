@@ -67,7 +67,9 @@ def test_cer_on_chinese(tmp_path):
 
 
 def test_to_chars_mixed():
-    assert to_chars(["你好", "OK"]) == ["你", "好", "O", "K"]
+    assert to_chars(["你好", "OK"]) == ["你", "好", "OK"]
+    assert to_chars(["卡拉OK", "<UNK>", "好"]) == ["卡", "拉", "OK", "<UNK>", "好"]
+    assert to_chars(["我们去<unk>京"]) == ["我", "们", "去", "<unk>", "京"]  # greedy search's text
 
 
 def test_empty_reference():

@@ -1,8 +1,10 @@
 """Text → CTC target ids, with the ids of the lang dir's ``tokens.txt`` (``<blk>`` = 0).
 
 BPE: ``lang_dir/bpe.model`` (sentencepiece trained with ``<blk>``, ``<sos/eos>`` as the first user
-symbols, so piece ids are token ids). Char: ``lang_dir/tokens.txt`` maps single characters;
-whitespace is dropped (Mandarin), unknown characters map to ``<unk>``.
+symbols, so piece ids are token ids). Char: the Mandarin units of the text
+(:func:`w2v.data.text.mandarin_units`, the rule the lexicon splits words by: CJK characters alone,
+a Latin run such as ``KTV`` whole), looked up in ``lang_dir/tokens.txt``; a unit that is not
+there maps to one ``<unk>``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from w2v.data.text import join_units, mandarin_units
 from w2v.lang.symbols import max_token_id, read_tokens
 
 
@@ -44,19 +47,20 @@ class Tokenizer:
         out = []
         for text in texts:
             ids = []
-            for ch in text:
-                if ch.isspace():
-                    continue
-                i = self.tokens.get(ch, self.unk)
+            for unit in mandarin_units(text):
+                i = self.tokens.get(unit, self.unk)
                 if i is None:
-                    raise ValueError(f"Character {ch!r} is not in tokens.txt and there is no <unk>")
+                    raise ValueError(f"Unit {unit!r} is not in tokens.txt and there is no <unk>")
                 ids.append(i)
             out.append(ids)
         return out
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Token ids (no blanks) → text; used for greedy-search WER during development."""
+        """Token ids (no blanks) → text; used for greedy-search WER during development.
+
+        Char: units are concatenated, with a space between two Latin runs (``HELLO WORLD``).
+        """
         if self.sp is not None:
             return self.sp.decode([int(i) for i in ids])
         inv = {i: s for s, i in self.tokens.items()}
-        return "".join(inv[int(i)] for i in ids)
+        return join_units([inv[int(i)] for i in ids])

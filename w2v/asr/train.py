@@ -73,7 +73,11 @@ class TrainConfig:
     dev_cuts: list[str] = field(default_factory=list)
     token_type: str = "bpe"
     feature_type: str = "fbank"
-    num_epochs: int = 30
+    # N: exactly N epochs. 0 (the recipes' "auto"): until the dev loss stops improving
+    # (:class:`Plateau`: no new best by 0.1% relative for ``patience`` epochs), at most max_epochs.
+    num_epochs: int = 0
+    max_epochs: int = 200
+    patience: int = 5
     # 0: from the newest checkpoint that loads (epoch 1 when there is none); 1: anew;
     # N > 1: from epoch-(N-1).pt
     start_epoch: int = 0
@@ -86,9 +90,12 @@ class TrainConfig:
     max_duration: float = 200.0
     num_buckets: int = 10
     spec_augment: bool = True
-    # lr and warmup tuned on the synthetic mini corpus (25 epochs, 30 s batches, SpecAugment)
+    # lr and warmup tuned on the synthetic mini corpus (25 epochs, 30 s batches, SpecAugment).
+    # Warm-up lasts warmup_steps updates but at most warmup_epochs epochs of them, so a small
+    # corpus (few updates per epoch) is not still warming up when a large one has converged.
     lr: float = 2e-3
     warmup_steps: int = 300
+    warmup_epochs: float = 5.0
     weight_decay: float = 1e-6
     grad_clip: float = 5.0
     # Stop after this many batches in a row with a non-finite CTC loss or gradient.
@@ -117,6 +124,53 @@ class TrainConfig:
     log_batches: bool = False
     tensorboard: bool = True
     progress: bool = True
+
+
+@dataclass
+class Plateau:
+    """The stop rule of ``num_epochs`` 0: stop once the dev loss (the train loss without a dev set)
+    has not set a new best, by at least ``min_gain`` relative, for ``patience`` epochs, and the
+    model says something: greedy search on dev outputs at least ``min_output`` tokens per
+    reference token.
+
+    Why this rule and not an update budget: the number of updates to convergence changes with the
+    data, the model and the front end (SSL features converge in a fraction of fbank's updates), and
+    the dev loss says where it is for each of them; with Noam's open-ended decay no total length has
+    to be known in advance. The output condition covers the stretch where a CTC model outputs
+    (almost) only blanks and its loss is flat before it falls: on the tiny corpus with 100 BPE
+    units the dev loss barely moved from epoch 15 to 52, while greedy search output a fifth of the
+    reference's tokens. The state rides in every epoch checkpoint, so a resumed run stops where an
+    uninterrupted one would.
+    """
+
+    patience: int = 5
+    min_output: float = 0.5
+    min_gain: float = 1e-3
+    best: float = math.inf
+    best_epoch: int = 0
+    output_ratio: float | None = None  # the last epoch's; None: not measured (no dev set)
+    stopped: bool = False
+
+    def update(self, epoch: int, loss: float, output_ratio: float | None = None) -> bool:
+        """Record ``epoch``'s loss and dev output ratio; True when training should stop after it."""
+        if math.isfinite(loss) and loss < self.best * (1 - self.min_gain):
+            self.best, self.best_epoch = loss, epoch
+        if output_ratio is not None:
+            self.output_ratio = output_ratio
+        says_something = self.output_ratio is None or self.output_ratio >= self.min_output
+        self.stopped = says_something and epoch - self.best_epoch >= self.patience
+        return self.stopped
+
+
+def warmup_updates(train_cfg: TrainConfig, train_seconds: float, world_size: int = 1) -> int:
+    """Warm-up length: ``warmup_steps``, at most ``warmup_epochs`` epochs of updates.
+
+    An epoch has about ``train_seconds / (max_duration × world_size)`` updates (the bucketing
+    sampler fills batches close to max_duration). Mini corpus (26 min, 30 s batches): 52 updates
+    per epoch → 260; tiny corpus (2.5 min): 5 per epoch → 25.
+    """
+    per_epoch = max(1.0, train_seconds / (train_cfg.max_duration * world_size))
+    return max(1, min(train_cfg.warmup_steps, round(train_cfg.warmup_epochs * per_epoch)))
 
 
 def noam_factor(step: int, warmup: int) -> float:
@@ -266,8 +320,10 @@ def resolve_model_config(train_cfg: TrainConfig, model_cfg: AsrConfig, tokenizer
     return model_cfg, frame_shift, encoder_state
 
 
-def build_optimizer(model: nn.Module, train_cfg: TrainConfig):
-    """Adam with Noam warmup; a fine-tuned SSL encoder in its own group at lr × ssl_lr_scale."""
+def build_optimizer(model: nn.Module, train_cfg: TrainConfig, warmup: int | None = None):
+    """Adam with Noam warmup (``warmup`` updates, default ``warmup_steps``); a fine-tuned SSL
+    encoder in its own group at lr × ssl_lr_scale."""
+    warmup = warmup or train_cfg.warmup_steps
     encoder = [p for n, p in model.named_parameters() if n.startswith(ENCODER_PREFIX) and p.requires_grad]
     encoder_ids = {id(p) for p in encoder}
     groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]}]
@@ -275,7 +331,7 @@ def build_optimizer(model: nn.Module, train_cfg: TrainConfig):
         groups.append({"params": encoder, "lr": train_cfg.lr * train_cfg.ssl_lr_scale})
     optimizer = torch.optim.Adam(groups, lr=train_cfg.lr, betas=(0.9, 0.98), eps=1e-9,
                                  weight_decay=train_cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: noam_factor(step, train_cfg.warmup_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: noam_factor(step, warmup))
     return optimizer, scheduler
 
 
@@ -290,14 +346,17 @@ class BatchLoss:
     nonfinite: list[str]  # ids of the cuts whose loss is inf or nan
     att_total: float = 0.0  # the attention decoder's summed loss
     att_tokens: int = 0
+    emitted: int = 0  # tokens greedy search outputs (with count_output)
+    target_tokens: int = 0
 
 
 def compute_loss(model: nn.Module, batch: dict, tokenizer: Tokenizer, impl: str, rt: Runtime,
-                 ctc_weight: float = 1.0) -> BatchLoss:
+                 ctc_weight: float = 1.0, count_output: bool = False) -> BatchLoss:
     """Loss of one batch: the network under ``rt``'s mixed precision, the losses in fp32.
 
     ``ctc_weight < 1`` (a model with an attention decoder): ``ctc_weight`` × CTC per output frame
-    + (1 − ctc_weight) × the decoder's loss per token.
+    + (1 − ctc_weight) × the decoder's loss per token. ``count_output``: also count the tokens
+    greedy search outputs and the targets' tokens (:class:`Plateau` reads their ratio).
     """
     inputs, lens = model_inputs(batch)
     targets = tokenizer.encode(batch["texts"])
@@ -311,11 +370,21 @@ def compute_loss(model: nn.Module, batch: dict, tokenizer: Tokenizer, impl: str,
     # Keep every parameter in the graph even when nothing is finite (DDP expects all gradients).
     loss = total / max(frames, 1) + 0.0 * log_probs.sum()
     bad = [cid for cid, ok in zip(batch["cut_ids"], finite.tolist()) if not ok]
+    counts = (greedy_tokens(log_probs, out_lens), sum(len(t) for t in targets)) if count_output else (0, 0)
     if len(out) == 2:
-        return BatchLoss(loss, float(total.detach()), frames, bad)
+        return BatchLoss(loss, float(total.detach()), frames, bad, 0.0, 0, *counts)
     att, tokens = out[2], out[3]
     loss = ctc_weight * loss + (1 - ctc_weight) * att / max(tokens, 1)
-    return BatchLoss(loss, float(total.detach()), frames, bad, float(att.detach()), tokens)
+    return BatchLoss(loss, float(total.detach()), frames, bad, float(att.detach()), tokens, *counts)
+
+
+def greedy_tokens(log_probs: torch.Tensor, lengths: torch.Tensor) -> int:
+    """How many tokens greedy CTC search outputs for the batch (repeats merged, blanks dropped)."""
+    best = log_probs.argmax(-1)
+    valid = torch.arange(best.shape[1], device=best.device)[None] < lengths.to(best.device)[:, None]
+    new = torch.ones_like(best, dtype=torch.bool)
+    new[:, 1:] = best[:, 1:] != best[:, :-1]
+    return int(((best != 0) & new & valid).sum())
 
 
 class NonFiniteGuard:
@@ -362,6 +431,8 @@ class Loop:
     ctc_weight: float  # 1.0: CTC only (no decoder)
     writer: object = None  # tensorboard SummaryWriter on rank 0
     batch_log: object = None
+    warmup: int = 0  # updates (warmup_updates), stored in checkpoints
+    dev_output_ratio: float | None = None  # tokens greedy search output on dev / reference tokens
 
     @property
     def exp_dir(self) -> Path:
@@ -414,18 +485,19 @@ def compute_dev_loss(loop: Loop) -> float:
     if loop.dev_dl is None:
         return float("nan")
     loop.ddp_model.eval()
-    total, frames = 0.0, 0
-    att, tokens = 0.0, 0
+    sums = [0.0] * 6  # CTC loss, frames, decoder loss, decoder tokens, tokens output, target tokens
     for batch in loop.dev_dl:
-        b = compute_loss(loop.ddp_model, batch, loop.tokenizer, loop.ctc_impl, loop.rt, loop.ctc_weight)
-        total += b.total
-        frames += b.frames
-        att += b.att_total
-        tokens += b.att_tokens
+        b = compute_loss(loop.ddp_model, batch, loop.tokenizer, loop.ctc_impl, loop.rt, loop.ctc_weight,
+                         count_output=True)
+        for i, v in enumerate((b.total, b.frames, b.att_total, b.att_tokens, b.emitted, b.target_tokens)):
+            sums[i] += float(v)
     loop.ddp_model.train()
-    total, frames, att, tokens = loop.rt.all_reduce_sum([total, float(frames), att, float(tokens)])
-    if tokens and loop.rt.is_main:
-        log.info("  dev attention-decoder loss %.4f (per token)", att / tokens)
+    total, frames, att, tokens, emitted, targets = loop.rt.all_reduce_sum(sums)
+    loop.dev_output_ratio = emitted / max(targets, 1.0)
+    if loop.rt.is_main:
+        if tokens:
+            log.info("  dev attention-decoder loss %.4f (per token)", att / tokens)
+        log.info("  dev greedy output: %.2f tokens per reference token", loop.dev_output_ratio)
     return total / max(frames, 1.0)
 
 
@@ -438,7 +510,7 @@ def save_checkpoint(loop: Loop, epoch: int, path: Path, **extra) -> None:
             "epoch": epoch, "step": loop.step, "optimizer": loop.optimizer.state_dict(),
             "scheduler": loop.scheduler.state_dict(), "sampler": loop.train_dl.sampler.state_dict(),
             "grad_scaler": loop.rt.scaler.state_dict() if loop.rt.scaler is not None else None,
-            "train_config": asdict(loop.cfg), **extra,
+            "train_config": asdict(loop.cfg), "warmup": loop.warmup, **extra,
         }, path)
         keep_last(loop.exp_dir, loop.cfg.keep_last_k, path.name.split("-")[0])
     loop.rt.barrier()
@@ -498,7 +570,9 @@ def setup(train_cfg: TrainConfig, model_cfg: AsrConfig, rt: Runtime, resume: Res
         model.frontend.encoder.load_state_dict(encoder_state)
     if not train_cfg.spec_augment:
         model.spec_augment = None
-    optimizer, scheduler = build_optimizer(model, train_cfg)
+    warmup = (resume.ckpt or {}).get("warmup") or warmup_updates(
+        train_cfg, sum(c.duration for c in train_cuts), rt.world_size)
+    optimizer, scheduler = build_optimizer(model, train_cfg, warmup)
     if resume.ckpt is not None:
         load_model_state(model, resume.ckpt["model"], str(resume.path))
     model.to(rt.device)
@@ -528,7 +602,7 @@ def setup(train_cfg: TrainConfig, model_cfg: AsrConfig, rt: Runtime, resume: Res
     loop = Loop(train_cfg, rt, model, ddp_model, model_cfg, optimizer, scheduler, tokenizer, train_dl,
                 dev_dl, NonFiniteGuard(train_cfg.max_nonfinite_batches),
                 resolve_ctc_impl(train_cfg.ctc_impl, rt.device),
-                train_cfg.ctc_weight if model_cfg.num_decoder_layers else 1.0)
+                train_cfg.ctc_weight if model_cfg.num_decoder_layers else 1.0, warmup=warmup)
     model.label_smoothing = train_cfg.label_smoothing
     exp_dir = loop.exp_dir
     if rt.is_main:
@@ -546,8 +620,9 @@ def setup(train_cfg: TrainConfig, model_cfg: AsrConfig, rt: Runtime, resume: Res
 
 
 def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
-    """Train up to epoch ``num_epochs``; history has ``epoch``, ``train_loss``, ``dev_loss``
-    (CTC per output frame) and ``seconds`` per epoch trained by this call.
+    """Train up to epoch ``num_epochs`` (0: until :class:`Plateau` stops it, at most
+    ``max_epochs``); history has ``epoch``, ``train_loss``, ``dev_loss`` (CTC per output frame)
+    and ``seconds`` per epoch trained by this call.
 
     ``model_cfg`` describes a new model (:func:`resolve_model_config`); a resumed run keeps the
     config stored in its checkpoint.
@@ -559,9 +634,16 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
             remove_stale_temporaries(exp_dir, prefix)
     resume = find_resume(exp_dir, train_cfg.start_epoch)
     history: dict[str, list] = {"epoch": [], "train_loss": [], "dev_loss": [], "seconds": []}
-    if resume.epoch > train_cfg.num_epochs:
-        log.info("%s already holds epoch-%d.pt: nothing to train for --num-epochs %d",
-                 exp_dir, resume.epoch - 1, train_cfg.num_epochs)
+    stored = (resume.ckpt or {}).get("plateau", {})
+    plateau = Plateau(train_cfg.patience, **{k: stored[k] for k in ("best", "best_epoch", "output_ratio") if k in stored})
+    last = train_cfg.num_epochs or train_cfg.max_epochs
+    done = resume.epoch > last or (not train_cfg.num_epochs and not resume.mid_epoch and bool(stored)
+                                   and plateau.update(resume.epoch - 1, math.nan))
+    if done:
+        why = (f"--num-epochs {train_cfg.num_epochs}" if train_cfg.num_epochs else
+               f"the dev loss stopped improving at epoch {plateau.best_epoch} (--patience {plateau.patience}, "
+               f"--max-epochs {train_cfg.max_epochs})")
+        log.info("%s already holds epoch-%d.pt: nothing to train for %s", exp_dir, resume.epoch - 1, why)
         if rt.is_main:
             keep_last(exp_dir, train_cfg.keep_last_k, EPOCH)
         return TrainResult(model=None, config=AsrConfig.from_dict(resume.ckpt["config"]), history=history)
@@ -569,7 +651,7 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
     if resume.mid_epoch:  # continue the epoch after the batches already seen
         loop.train_dl.sampler.load_state_dict(dict(resume.ckpt["sampler"]))
     try:
-        for epoch in range(resume.epoch, train_cfg.num_epochs + 1):
+        for epoch in range(resume.epoch, last + 1):
             seed_everything(train_cfg.seed + epoch)
             if not (resume.mid_epoch and epoch == resume.epoch):
                 loop.train_dl.sampler.set_epoch(epoch)
@@ -580,10 +662,16 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
             for key, value in (("epoch", epoch), ("train_loss", train_loss), ("dev_loss", dev_loss),
                                ("seconds", seconds)):
                 history[key].append(value)
+            stop = plateau.update(epoch, dev_loss if loop.dev_dl is not None else train_loss, loop.dev_output_ratio)
             if rt.is_main:
                 _log_epoch(loop, epoch, train_loss, dev_loss, seconds)
             save_checkpoint(loop, epoch, checkpoint_path(exp_dir, epoch, EPOCH),
-                            train_loss=train_loss, dev_loss=dev_loss)
+                            train_loss=train_loss, dev_loss=dev_loss, plateau=asdict(plateau))
+            if stop and not train_cfg.num_epochs:
+                log.info("stopping after epoch %d: no better %s loss since epoch %d (%.4f) in %d epochs",
+                         epoch, "dev" if loop.dev_dl is not None else "train", plateau.best_epoch,
+                         plateau.best, plateau.patience)
+                break
     finally:
         if loop.writer is not None:
             loop.writer.close()

@@ -37,6 +37,7 @@ from w2v.features.ssl import (
     BatchLimits,
     ExtractorOptions,
     compute_ssl_features_for_parts,
+    SslFeatureExtractor,
     merge_ssl_part,
 )
 from w2v.utils import setup_logging, str2bool
@@ -46,8 +47,8 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="required unless --merge-only")
     p.add_argument("--layer", type=int, help="1-based Transformer block; required unless --merge-only")
-    p.add_argument("--cuts", nargs="+", required=True)
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--cuts", nargs="+", default=[], help="required unless --print-num-layers")
+    p.add_argument("--out-dir", help="required unless --print-num-layers")
     p.add_argument("--bf16", type=str2bool, default=False, help="encoder under bf16 autocast")
     p.add_argument("--storage", choices=STORAGES, default="numpy")
     p.add_argument("--device", default="auto",
@@ -64,6 +65,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--nj", type=int, default=1, help="worker processes on this machine")
     p.add_argument("--shard", type=Shard.parse, default=None,
                    help="I/N: this machine's shard (0-based); default RANK/WORLD_SIZE, else 0/1")
+    p.add_argument("--print-num-layers", type=str2bool, default=False,
+                   help="print how many layers --checkpoint has and stop (a layer probe's 'all')")
     p.add_argument("--merge-only", type=str2bool, default=False,
                    help="write the parts' manifests from the shards' chunks; compute nothing")
     p.add_argument("--progress", type=str2bool, default=sys.stderr.isatty())
@@ -75,11 +78,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = get_parser()
     a = parser.parse_args(argv)
     if a.merge_only:
+        if not a.cuts or a.out_dir is None:
+            parser.error("--merge-only needs --cuts and --out-dir")
         for cuts in a.cuts:
             merge_ssl_part(cuts, a.out_dir)
         return
-    if a.checkpoint is None or a.layer is None:
-        parser.error("--checkpoint and --layer are required (unless --merge-only true)")
+    if a.print_num_layers:
+        if a.checkpoint is None:
+            parser.error("--print-num-layers needs --checkpoint")
+        print(SslFeatureExtractor(a.checkpoint, layer=1).num_layers)
+        return
+    if a.checkpoint is None or a.layer is None or not a.cuts or a.out_dir is None:
+        parser.error("--checkpoint, --layer, --cuts and --out-dir are required (unless --merge-only true)")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
     options = ExtractorOptions(a.checkpoint, a.layer, a.bf16, device, a.max_segment_seconds, a.context_seconds)
     compute_ssl_features_for_parts(

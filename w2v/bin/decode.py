@@ -38,6 +38,7 @@ from w2v.decode.attention import ATTENTION_METHODS, AttentionOptions, decode_att
 from w2v.decode.ctc import (
     DEFAULT_LM_SCALES,
     METHODS,
+    NEEDS_HLG,
     Batch,
     DecodingGraphs,
     SearchOptions,
@@ -63,6 +64,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoding-method", action="append", required=True,
                    help=f"repeatable or comma separated: {', '.join(METHODS + ATTENTION_METHODS)}")
     p.add_argument("--feature-type", default="fbank")
+    p.add_argument("--label-budget", default="all",
+                   help="the transcribed training audio the model saw (10m, 1h, all, ...): a label in results.json")
+    p.add_argument("--train-cuts", type=Path, nargs="*", default=[],
+                   help="the cuts the model trained on: their minutes go into results.json (train_minutes)")
     p.add_argument("--max-duration", type=float, default=300.0)
     p.add_argument("--max-cut-seconds", type=float, default=60.0,
                    help="longer recordings are decoded in windows of this length (0: never split)")
@@ -271,11 +276,19 @@ def decode_test_set(model, cuts, test_set: str, args, graphs, methods, opts, met
                      test_set, oov, len(ref_words), 100.0 * oov / max(1, len(ref_words)))
     stats = report_decoding(
         args.exp_dir, test_set, hyps, args.feature_type, metric,
-        labels={"epoch": args.epoch, "avg": args.avg},
+        labels={"epoch": args.epoch, "avg": args.avg, "label_budget": args.label_budget,
+                **({"train_minutes": train_minutes(args.train_cuts)} if args.train_cuts else {})},
     )
     table = format_table(stats, test_set)
     print(table, flush=True)
     return table
+
+
+def train_minutes(paths: list[Path]) -> float:
+    """Minutes of audio in the training cuts (the label budget's size, for the reports)."""
+    from lhotse import load_manifest_lazy
+
+    return round(sum(c.duration for p in paths for c in load_manifest_lazy(p)) / 60, 2)
 
 
 def check_features(cuts, cuts_path: Path, config) -> None:
@@ -324,7 +337,9 @@ def main(argv: list[str] | None = None) -> None:
         model, _config = load_averaged(args.exp_dir, args.epoch, args.avg)
     model.eval().to(rt.device)
     logging.info("Loading graphs for %s from %s", methods, args.lang_dir)
-    graphs = load_graphs(args.lang_dir, methods, args.lm_dir, device=rt.device)
+    # the attention methods need no graph, except attention-decoder (the HLG n-best)
+    graphs = load_graphs(args.lang_dir, [m for m in methods if m in METHODS or m in NEEDS_HLG],
+                         args.lm_dir, device=rt.device)
     words = read_symbol_table(args.lang_dir / "words.txt")
     for cuts_path in args.cuts:
         test_set = cuts_test_set_name(cuts_path)

@@ -7,7 +7,9 @@ Usage:
   python -m w2v.bin.export_text --words --out data/lang_char/transcript_words.txt \
       data/manifests/aishell_supervisions_train.jsonl.gz
 
-The text feeds BPE training, the lexicon's word list and the n-gram LM. Written atomically.
+The text feeds BPE training, the lexicon's word list and the n-gram LM. Chinese supervisions
+(AISHELL) are written in the one Mandarin normal form (w2v.data.text.normalize_mandarin), the one
+the lexicon and the training targets use, also when their manifests predate it. Written atomically.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 
 from lhotse import SupervisionSet
 
+from w2v.data.text import normalize_mandarin
 from w2v.utils import atomic_write_text
 
 
@@ -26,6 +29,8 @@ def transcript_lines(manifests: list[str], words: bool = False) -> list[str]:
     for path in manifests:
         for sup in SupervisionSet.from_file(path):
             text = sup.custom.get("words", sup.text) if words and sup.custom else sup.text
+            if sup.language == "Chinese":
+                text = normalize_mandarin(text)
             text = " ".join(text.split())
             if text:
                 lines.append(text)

@@ -3,10 +3,15 @@
 Usage:
   python -m w2v.bin.make_corpus --layout librispeech --out download [--size mini] [--seed 0]
   python -m w2v.bin.make_corpus --layout aishell --out download --minutes 10
+  python -m w2v.bin.make_corpus --layout librispeech --out download --size tiny --unlabeled-minutes 10
 
 Writes ``<out>/LibriSpeech/{train-clean-100,dev-clean,test-clean}/...`` or
 ``<out>/data_aishell/{wav,transcript}/...``; the recipes then run on it exactly as on the real corpus.
 Sizes (speech in train/dev/test): tiny 2.5/0.5/0.7 min, mini 25/2.5/3 min, small 6 h/10/10 min.
+``--unlabeled-minutes M`` adds an audio-only part for self-supervised pretraining, by new speakers
+(twice as many per minute as train) and with no transcript: ``<out>/LibriSpeech/unlabeled/<spk>/
+<chapter>/<utt>.flac`` or ``<out>/data_aishell/wav/unlabeled/<spk>/<utt>.wav``; prepare it with
+``w2v.bin.prepare_unlabeled``. The other parts are the same with or without it.
 A rerun with the same options does nothing; a different corpus already at the destination is an
 error (nothing is overwritten).
 """
@@ -27,10 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="mini", help=f"one of {sorted(SIZES)} (default mini)")
     p.add_argument("--minutes", type=float, default=None, help="total minutes of speech; overrides --size")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--unlabeled-minutes", type=float, default=0.0,
+                   help="minutes of an extra audio-only part (no transcripts) for pretraining; 0: none")
     args = p.parse_args(argv)
     setup_logging()
     try:
-        spec = make_spec(args.layout, args.size, args.seed, args.minutes)
+        spec = make_spec(args.layout, args.size, args.seed, args.minutes, args.unlabeled_minutes)
         root = make_corpus(args.out, spec)
     except (ValueError, CorpusExistsError) as e:
         print(f"make_corpus: error: {e}", file=sys.stderr)

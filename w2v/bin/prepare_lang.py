@@ -5,7 +5,9 @@ Usage:
   python -m w2v.bin.prepare_lang --lang-dir data/lang_char --token-type char
 
 Words come from <lang-dir>/transcript_words.txt (or --transcripts), plus --extra-words.
-For bpe the lang dir must already hold bpe.model (w2v.bin.train_bpe).
+For bpe the lang dir must already hold bpe.model (w2v.bin.train_bpe). For char, words are
+normalised (w2v.data.text) and, unless --spell-units false, every character (and Latin run) is a
+word of its own too: an open vocabulary for the HLG.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 from pathlib import Path
 
 from w2v.lang.lexicon import prepare_lang
-from w2v.utils import setup_logging
+from w2v.utils import setup_logging, str2bool
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -25,6 +27,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--transcripts", type=Path, default=None,
                    help="default: <lang-dir>/transcript_words.txt")
     p.add_argument("--extra-words", type=Path, default=None, help="more words, one per line")
+    p.add_argument("--spell-units", type=str2bool, default=True,
+                   help="char: every unit is a word too, so the HLG can spell unseen words")
     return p
 
 
@@ -32,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
     setup_logging()
     logging.info("Preparing %s lang dir %s", args.token_type, args.lang_dir)
-    written = prepare_lang(args.lang_dir, args.token_type, args.transcripts, args.extra_words)
+    written = prepare_lang(args.lang_dir, args.token_type, args.transcripts, args.extra_words,
+                           spell_units=args.spell_units)
     for name, path in written.items():
         logging.info("wrote %s: %s", name, path)
 

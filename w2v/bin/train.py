@@ -31,6 +31,10 @@ from w2v.utils import setup_logging, str2bool
 
 
 
+def _epochs(value: str) -> int:
+    return 0 if value == "auto" else int(value)
+
+
 def get_parser() -> argparse.ArgumentParser:
     t = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,7 +46,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-type", default=t.feature_type,
                    help="name of the features in the cuts (fbank, or the SSL feature tag); "
                         "goes into config.yaml and the reports")
-    p.add_argument("--num-epochs", type=int, default=t.num_epochs)
+    p.add_argument("--num-epochs", type=_epochs, default=t.num_epochs,
+                   help="N, or auto (0): until the dev loss stops improving for --patience epochs")
+    p.add_argument("--max-epochs", type=int, default=t.max_epochs, help="the cap of --num-epochs auto")
+    p.add_argument("--patience", type=int, default=t.patience,
+                   help="--num-epochs auto stops after this many epochs without a better dev loss")
     p.add_argument("--start-epoch", type=int, default=t.start_epoch,
                    help="0: after the newest exp_dir/epoch-N.pt that loads; 1: anew; N: from epoch-(N-1).pt")
     p.add_argument("--keep-last-k", type=int, default=t.keep_last_k,
@@ -58,6 +66,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec-augment", type=str2bool, default=t.spec_augment)
     p.add_argument("--lr", type=float, default=t.lr, help="peak learning rate (after warmup)")
     p.add_argument("--warmup-steps", type=int, default=t.warmup_steps)
+    p.add_argument("--warmup-epochs", type=float, default=t.warmup_epochs,
+                   help="warm-up lasts --warmup-steps updates, at most this many epochs of them")
     p.add_argument("--weight-decay", type=float, default=t.weight_decay)
     p.add_argument("--grad-clip", type=float, default=t.grad_clip)
     p.add_argument("--max-nonfinite-batches", type=int, default=t.max_nonfinite_batches,

@@ -28,7 +28,6 @@ from pathlib import Path
 import soundfile as sf
 from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from lhotse.qa import fix_manifests, validate_recordings_and_supervisions
-from lhotse.recipes.aishell import text_normalize as aishell_text_normalize
 from lhotse.recipes.librispeech import parse_utterance as parse_librispeech_utterance
 
 from w2v.data.layout import (  # noqa: F401  (part lists and MissingPartError are imported from here too)
@@ -40,6 +39,7 @@ from w2v.data.layout import (  # noqa: F401  (part lists and MissingPartError ar
     missing_parts_message,
     part_dir as _part_dir,
 )
+from w2v.data.text import mandarin_text, normalize_mandarin
 from w2v.runtime import SAMPLE_RATE
 
 _RATE_REASON = "sample rate "
@@ -245,9 +245,12 @@ def prepare_aishell(
 ) -> dict[str, PartResult]:
     """Manifests ``aishell_{recordings,supervisions}_<part>.jsonl.gz`` for each part.
 
-    ``corpus_dir`` holds ``data_aishell/``. As in lhotse, supervision text has the spaces between
-    words removed (characters are the modelling unit); the transcript's word segmentation is kept
-    in ``supervision.custom["words"]`` for word-level lexicons and LMs. Arguments and errors as
+    ``corpus_dir`` holds ``data_aishell/``. Transcripts are normalised
+    (:func:`w2v.data.text.normalize_mandarin`: half-width, upper-case Latin, no punctuation); the
+    supervision text has the spaces between words removed (characters are the modelling unit),
+    except between two Latin runs (:func:`w2v.data.text.mandarin_text`); the normalised word
+    segmentation is kept in ``supervision.custom["words"]`` for word-level lexicons and LMs.
+    A line with nothing left after normalisation is rejected. Arguments and errors as
     :func:`prepare_librispeech`.
     """
     return _prepare(corpus_dir, output_dir, parts, "aishell", nj, resample)
@@ -297,9 +300,10 @@ def _aishell_transcripts(corpus_dir: Path) -> dict[str, tuple[str, str] | str]:
     out: dict[str, tuple[str, str] | str] = {}
     rejected: list[tuple[str, str]] = []
     for line in _decode_lines(path, rejected):
-        uid, words = line.split(maxsplit=1)
-        words = " ".join(words.split())
-        out[uid] = (words, aishell_text_normalize(words).replace(" ", ""))
+        uid, raw = line.split(maxsplit=1)
+        words = normalize_mandarin(raw)
+        out[uid] = (words, mandarin_text(words)) if words else (
+            f"empty transcript for {uid} after normalisation (was {raw!r}) ({path})")
     for where, why in rejected:
         uid = why.rsplit(" ", 1)[-1] if why.startswith("empty transcript") else where
         out[uid] = f"{why} ({where})"

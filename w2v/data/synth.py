@@ -4,6 +4,13 @@ Speech comes from espeak-ng as shipped inside the ``espeakng-loader`` wheel (no 
 Each speaker is a distinct voice (accent x voice variant x base pitch x base rate); every utterance
 jitters rate and pitch and gets a little white noise. Everything is a pure function of ``seed``.
 
+Optionally a corpus also has an audio-only part for self-supervised pretraining (the few-labels
+setting of wav2vec 2.0), in the same file layout as a labelled part but with no transcript:
+``LibriSpeech/unlabeled/<spk>/<chapter>/<utt>.flac`` or ``data_aishell/wav/unlabeled/<spk>/<utt>.wav``.
+Its speakers are new (ids no labelled part uses) and twice as dense per minute as in the train part,
+and it speaks only training-side sentences. It has a random stream of its own, so the other parts
+come out the same with or without it.
+
 The corpus is built under a temporary name beside its destination and renamed when complete, with
 a fingerprint (``.w2v-synth.json``) so a rerun recognises its own corpus and never overwrites a
 different one.
@@ -13,12 +20,14 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import zlib
 import logging
 import random
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,8 +50,10 @@ SIZES = {
 }
 LIBRISPEECH_PARTS = ("train-clean-100", "dev-clean", "test-clean")
 AISHELL_PARTS = ("train", "dev", "test")
-# Speaker ids of the real AISHELL-1 parts, so prefixes look familiar.
-_AISHELL_FIRST_SPEAKER = {"train": 2, "dev": 724, "test": 764}
+UNLABELED_PART = "unlabeled"  # audio only, after the labelled parts
+_UNLABELED_INDEX = 3
+# Speaker ids of the real AISHELL-1 parts, so prefixes look familiar; unlabelled ones above them all.
+_AISHELL_FIRST_SPEAKER = {"train": 2, "dev": 724, "test": 764, UNLABELED_PART: 1000}
 
 
 class CorpusExistsError(RuntimeError):
@@ -122,10 +133,18 @@ class CorpusSpec:
     speakers_per_part: tuple[int, int, int]
     snr_db: tuple[float, float] = (20.0, 40.0)
     version: int = 1
+    unlabeled_seconds: float = 0.0  # the audio-only part; 0: none
+    unlabeled_speakers: int = 0
 
 
-def make_spec(layout: str, size: str = "mini", seed: int = 0, minutes: float | None = None) -> CorpusSpec:
-    """Resolve a named ``size`` (or ``minutes`` of speech in all) into a full spec."""
+def make_spec(
+    layout: str, size: str = "mini", seed: int = 0, minutes: float | None = None, unlabeled_minutes: float = 0.0
+) -> CorpusSpec:
+    """Resolve a named ``size`` (or ``minutes`` of labelled speech in all) into a full spec.
+
+    ``unlabeled_minutes``: length of the audio-only part (0: none), spoken by twice as many
+    speakers per minute as the train part, so that pretraining hears many voices.
+    """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown --layout '{layout}'; expected one of {sorted(LAYOUTS)}")
     if minutes is not None:
@@ -139,19 +158,41 @@ def make_spec(layout: str, size: str = "mini", seed: int = 0, minutes: float | N
         raise ValueError(f"unknown --size '{size}'; expected one of {sorted(SIZES)}")
     # many short speakers: voice variety is what lets a model generalise to unseen test voices
     spk = tuple(max(2, min(80, int(s / 30))) for s in seconds)
-    return CorpusSpec(layout=layout, seed=seed, seconds=seconds, speakers_per_part=spk)
+    if unlabeled_minutes < 0:
+        raise ValueError(f"--unlabeled-minutes must be 0 or more, got {unlabeled_minutes}")
+    unlabeled = unlabeled_minutes * 60.0
+    unlabeled_spk = max(2, math.ceil(2 * unlabeled * spk[0] / seconds[0])) if unlabeled else 0
+    return CorpusSpec(
+        layout=layout, seed=seed, seconds=seconds, speakers_per_part=spk,
+        unlabeled_seconds=unlabeled, unlabeled_speakers=unlabeled_spk,
+    )
 
 
-def _speakers(spec: CorpusSpec, part_index: int, rng: random.Random) -> list[Speaker]:
+def _fingerprint(spec: CorpusSpec) -> dict:
+    """The spec as JSON data; without the unlabelled fields when there is no such part, so corpora
+    made before it existed keep their fingerprint."""
+    fp = json.loads(json.dumps(asdict(spec)))
+    if not spec.unlabeled_seconds:
+        del fp["unlabeled_seconds"], fp["unlabeled_speakers"]
+    return fp
+
+
+def _part_name(layout: str, part_index: int) -> str:
+    return ((LIBRISPEECH_PARTS if layout == "librispeech" else AISHELL_PARTS) + (UNLABELED_PART,))[part_index]
+
+
+def _speakers(spec: CorpusSpec, part_index: int, count: int, rng: random.Random) -> list[Speaker]:
+    """``count`` voices for part ``part_index``; ids are unique across parts (LibriSpeech: labelled
+    parts have fewer than 1000 speakers each, so 37 * (part_index * 1000 + i) never meet)."""
     lang = LANGUAGES[LAYOUTS[spec.layout]]
     out = []
-    for i in range(spec.speakers_per_part[part_index]):
+    for i in range(count):
         variant = rng.choice(lang.variants)
         sex = "F" if variant.startswith("f") or variant in ("linda", "belinda", "aunty", "anika") else "M"
         if spec.layout == "librispeech":
             sid = 100 + 37 * (part_index * 1000 + i) + rng.randrange(30)
         else:
-            sid = _AISHELL_FIRST_SPEAKER[AISHELL_PARTS[part_index]] + i
+            sid = _AISHELL_FIRST_SPEAKER[_part_name(spec.layout, part_index)] + i
         out.append(
             Speaker(
                 id=sid,
@@ -189,7 +230,7 @@ def _in_part(sentence: str, part_index: int) -> bool:
     return held_out == (part_index > 0)
 
 
-def _sentences(spec: CorpusSpec, part_index: int, rng: random.Random):
+def _sentences(spec: CorpusSpec, part_index: int, rng: random.Random) -> Iterator[str]:
     lang = LANGUAGES[LAYOUTS[spec.layout]]
     while True:
         s = lang.sentence(rng)
@@ -208,64 +249,120 @@ def corpus_root(out_dir: Path, layout: str) -> Path:
     return Path(out_dir) / ("LibriSpeech" if layout == "librispeech" else "data_aishell")
 
 
-def _synth_part(tmp: Path, spec: CorpusSpec, p: int, progress: bool) -> tuple[list[str], list[str]]:
-    """Synthesise part ``p`` under ``tmp``; returns (AISHELL transcript lines, speaker lines)."""
-    espeak = Espeak()
-    part = (LIBRISPEECH_PARTS if spec.layout == "librispeech" else AISHELL_PARTS)[p]
-    part_rng = random.Random(f"{spec.seed}/{spec.layout}/{part}")
-    speakers = _speakers(spec, p, part_rng)
-    sentences = _sentences(spec, p, part_rng)
-    per_speaker = spec.seconds[p] / len(speakers)
-    transcript_lines: list[str] = []
-    speaker_lines: list[str] = []
-    bar = tqdm(total=round(spec.seconds[p]), unit="s", desc=f"synthesising {spec.layout} {part}",
-               disable=not progress, mininterval=5)
-    for spk in speakers:
+@dataclass
+class _PartWriter:
+    """What the speakers of one part share: the output dir, the voice engine, the random stream, the text."""
+
+    tmp: Path
+    spec: CorpusSpec
+    part: str
+    rng: random.Random
+    sentences: Iterator[str]
+    transcribed: bool
+    espeak: Espeak
+    bar: tqdm
+
+    def speaker(self, spk: Speaker, seconds: float) -> tuple[list[str], float]:
+        """Utterances of ``spk`` until ``seconds`` of audio (at least one); LibriSpeech transcripts
+        are written beside them. Returns (AISHELL transcript lines, seconds written)."""
         done, utt = 0.0, 0
-        chapter = 1000 + part_rng.randrange(9000)
+        chapter = 1000 + self.rng.randrange(9000)
         by_chapter: dict[int, list[str]] = {}
-        while done < per_speaker:
-            text = next(sentences)
-            wav = _render(espeak, text, spk, part_rng, spec.snr_db)
-            if spec.layout == "librispeech":
+        transcript_lines: list[str] = []
+        while utt == 0 or done < seconds:
+            text = next(self.sentences)
+            wav = _render(self.espeak, text, spk, self.rng, self.spec.snr_db)
+            if self.spec.layout == "librispeech":
                 if utt and utt % 40 == 0:  # a new chapter every 40 utterances, like books
                     chapter += 1
                 uid = f"{spk.id}-{chapter}-{utt:04d}"
-                d = tmp / part / str(spk.id) / str(chapter)
+                d = self.tmp / self.part / str(spk.id) / str(chapter)
                 d.mkdir(parents=True, exist_ok=True)
                 sf.write(d / f"{uid}.flac", wav, SAMPLE_RATE, subtype="PCM_16")
                 by_chapter.setdefault(chapter, []).append(f"{uid} {text}")
             else:
                 uid = f"BAC009S{spk.id:04d}W{utt + 121:04d}"
-                d = tmp / "wav" / part / f"S{spk.id:04d}"
+                d = self.tmp / "wav" / self.part / f"S{spk.id:04d}"
                 d.mkdir(parents=True, exist_ok=True)
                 sf.write(d / f"{uid}.wav", wav, SAMPLE_RATE, subtype="PCM_16")
                 transcript_lines.append(f"{uid} {text}")
             dur = wav.shape[0] / SAMPLE_RATE
             done += dur
-            bar.update(dur)
+            self.bar.update(dur)
             utt += 1
+        if not self.transcribed:
+            return [], done
         for ch, lines in by_chapter.items():
-            trans = tmp / part / str(spk.id) / str(ch) / f"{spk.id}-{ch}.trans.txt"
+            trans = self.tmp / self.part / str(spk.id) / str(ch) / f"{spk.id}-{ch}.trans.txt"
             trans.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        speaker_lines.append(
-            f"{spk.id:<5}| {spk.sex} | {part:<16} | {done / 60:6.2f} | espeak-ng {spk.voice} "
-            f"pitch {spk.pitch} rate {spk.rate}"
-        )
-    bar.close()
+        return transcript_lines, done
+
+
+def _writer(tmp: Path, spec: CorpusSpec, p: int, seconds: float, progress: bool) -> tuple[_PartWriter, list[Speaker]]:
+    """The writer and speakers of part ``p``. The unlabelled part speaks training-side sentences
+    only, so no test sentence is heard in pretraining."""
+    part = _part_name(spec.layout, p)
+    rng = random.Random(f"{spec.seed}/{spec.layout}/{part}")
+    labelled = p != _UNLABELED_INDEX
+    count = spec.speakers_per_part[p] if labelled else spec.unlabeled_speakers
+    speakers = _speakers(spec, p, count, rng)  # drawn before the (lazy) sentences
+    sentences = _sentences(spec, p if labelled else 0, rng)
+    bar = tqdm(total=round(seconds), unit="s", desc=f"synthesising {spec.layout} {part}",
+               disable=not progress, mininterval=5)
+    return _PartWriter(tmp, spec, part, rng, sentences, labelled, Espeak(), bar), speakers
+
+
+def _synth_part(tmp: Path, spec: CorpusSpec, p: int, progress: bool) -> tuple[list[str], list[str]]:
+    """Synthesise labelled part ``p`` under ``tmp``; returns (AISHELL transcript lines, speaker lines).
+
+    Each speaker speaks until its own share is reached.
+    """
+    writer, speakers = _writer(tmp, spec, p, spec.seconds[p], progress)
+    share = spec.seconds[p] / len(speakers)
+    transcript_lines: list[str] = []
+    speaker_lines: list[str] = []
+    for spk in speakers:
+        lines, done = writer.speaker(spk, share)
+        transcript_lines += lines
+        speaker_lines.append(_speaker_line(spk, writer.part, done))
+    writer.bar.close()
     return transcript_lines, speaker_lines
+
+
+def _synth_unlabeled(tmp: Path, spec: CorpusSpec, progress: bool) -> list[str]:
+    """Synthesise the audio-only part under ``tmp``; returns its speaker lines.
+
+    The speakers share one budget (each stops when the part reaches its share so far): with many
+    short speakers the part then overshoots its length by at most one sentence, not one per speaker.
+    """
+    writer, speakers = _writer(tmp, spec, _UNLABELED_INDEX, spec.unlabeled_seconds, progress)
+    share = spec.unlabeled_seconds / len(speakers)
+    total = 0.0
+    speaker_lines: list[str] = []
+    for k, spk in enumerate(speakers):
+        _, done = writer.speaker(spk, (k + 1) * share - total)
+        total += done
+        speaker_lines.append(_speaker_line(spk, writer.part, done))
+    writer.bar.close()
+    return speaker_lines
+
+
+def _speaker_line(spk: Speaker, part: str, seconds: float) -> str:
+    return (f"{spk.id:<5}| {spk.sex} | {part:<16} | {seconds / 60:6.2f} | espeak-ng {spk.voice} "
+            f"pitch {spk.pitch} rate {spk.rate}")
 
 
 def make_corpus(out_dir: str | Path, spec: CorpusSpec, progress: bool = True) -> Path:
     """Write the corpus described by ``spec`` under ``out_dir``; returns the corpus root.
 
-    ``out_dir/LibriSpeech`` or ``out_dir/data_aishell`` (the directories lhotse's recipes take).
+    ``out_dir/LibriSpeech`` or ``out_dir/data_aishell`` (the directories lhotse's recipes take),
+    with an ``unlabeled`` part (audio only) when ``spec.unlabeled_seconds`` > 0.
     Reruns with the same spec return at once; a different corpus already there raises
     :class:`CorpusExistsError` and is left untouched.
     """
     out_dir = Path(out_dir)
     root = corpus_root(out_dir, spec.layout)
-    want = json.loads(json.dumps(asdict(spec)))
+    want = _fingerprint(spec)
     if root.exists():
         have = _existing(root)
         if have == want:
@@ -284,6 +381,8 @@ def make_corpus(out_dir: str | Path, spec: CorpusSpec, progress: bool = True) ->
     done = [_synth_part(tmp, spec, p, progress) for p in range(len(parts))]
     transcript_lines = [line for t, _ in done for line in t]
     speaker_lines = [line for _, spk in done for line in spk]
+    if spec.unlabeled_seconds:
+        speaker_lines += _synth_unlabeled(tmp, spec, progress)
     if spec.layout == "librispeech":
         (tmp / "SPEAKERS.TXT").write_text(
             "; synthetic speakers (espeak-ng voices)\n;ID  |SEX| SUBSET           |MINUTES| NAME\n"
@@ -299,5 +398,6 @@ def make_corpus(out_dir: str | Path, spec: CorpusSpec, progress: bool = True) ->
         (tmp / "speakers.txt").write_text("\n".join(speaker_lines) + "\n", encoding="utf-8")
     (tmp / FINGERPRINT).write_text(json.dumps(want, indent=1) + "\n")
     tmp.rename(root)
-    logging.info(f"wrote {sum(spec.seconds) / 60:.1f} min of {spec.layout}-layout speech to {root}")
+    unlabeled = f" (+ {spec.unlabeled_seconds / 60:.1f} min unlabelled)" if spec.unlabeled_seconds else ""
+    logging.info(f"wrote {sum(spec.seconds) / 60:.1f} min{unlabeled} of {spec.layout}-layout speech to {root}")
     return root

@@ -1,15 +1,112 @@
-"""Sentence generators for the synthetic corpora.
+"""Transcript text: Mandarin normalisation and modelling units, and the synthetic corpora's sentences.
 
-A small probabilistic grammar per language: a few hundred words, nested phrases, agreement
-(singular/plural nouns with counted numbers), so that a BPE model, an n-gram LM and a lexicon all
-have something real to learn, and test sentences are mostly unseen in training.
+Mandarin (AISHELL convention). One normal form, used by corpus preparation, the exported LM text,
+the character lexicon and the CTC training targets, so that all four agree on every unit:
+
+- full-width forms become half-width (NFKC: ``ＫＴＶ`` → ``KTV``, ideographic space → space),
+- Latin letters are upper-cased,
+- punctuation and symbols (Chinese and ASCII) are removed; they separate words,
+- words stay separated by single spaces (the corpus's segmentation),
+- the modelling units are each CJK character (any wide character) alone and each run of Latin
+  letters and digits whole (``KTV`` is one unit, ``IT'S`` too).
+
+:func:`normalize_mandarin` gives the words, :func:`mandarin_text` the supervision text (word
+spaces dropped except between two Latin runs, so ``HELLO WORLD`` stays two units) and
+:func:`mandarin_units` the units of either.
+
+Synthetic corpora: a small probabilistic grammar per language: a few hundred words, nested
+phrases, agreement (singular/plural nouns with counted numbers), so that a BPE model, an n-gram LM
+and a lexicon all have something real to learn, and test sentences are mostly unseen in training.
 """
 
 from __future__ import annotations
 
 import random
+import unicodedata
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
+
+# ---------------------------------------------------------------------------------- normalisation
+_APOSTROPHE = "'"
+_TYPOGRAPHIC_APOSTROPHES = str.maketrans({"\u2019": _APOSTROPHE, "\u02bc": _APOSTROPHE})  # ’ ʼ (NFKC keeps them)
+
+
+def _is_run_char(ch: str) -> bool:
+    """A letter or digit of a narrow script (Latin, digits): it joins its neighbours in one unit.
+
+    Wide characters (CJK ideographs, kana, hangul) are units by themselves.
+    """
+    return ch.isalnum() and unicodedata.east_asian_width(ch) not in ("W", "F")
+
+
+def _is_separator(ch: str) -> bool:
+    """Whitespace, punctuation, symbols and control characters: never part of a unit."""
+    return ch.isspace() or unicodedata.category(ch)[0] in "PSZC"
+
+
+def normalize_mandarin(text: str) -> str:
+    """A Mandarin transcript in normal form: its words, separated by single spaces.
+
+    ``"我喜欢ｋｔｖ，你呢？"`` → ``"我喜欢KTV 你呢"``; ``"我 喜欢 KTV"`` is already normal.
+    """
+    text = unicodedata.normalize("NFKC", text).translate(_TYPOGRAPHIC_APOSTROPHES).upper()
+    chars = list(text)
+    for i, ch in enumerate(chars):
+        if ch == _APOSTROPHE and 0 < i < len(chars) - 1 and _is_run_char(chars[i - 1]) and _is_run_char(chars[i + 1]):
+            continue  # IT'S: an apostrophe inside a Latin word belongs to it
+        if _is_separator(ch):
+            chars[i] = " "
+    return " ".join("".join(chars).split())
+
+
+def mandarin_units(text: str) -> list[str]:
+    """The modelling units of ``text``, normalised first (:func:`normalize_mandarin`).
+
+    ``"好的OK吗"`` → ``["好", "的", "OK", "吗"]``; ``"卡拉 ｏｋ，KTV"`` → ``["卡", "拉", "OK", "KTV"]``.
+    """
+    return [u for word in normalize_mandarin(text).split() for u in split_units(word)]
+
+
+def split_units(word: str) -> list[str]:
+    """The units of one word as written (no normalisation): Latin runs whole, other characters alone.
+
+    ``"好的OK吗"`` → ``["好", "的", "OK", "吗"]``. On a normalised word this is the unit rule of
+    :func:`mandarin_units`.
+    """
+    units: list[str] = []
+    run = ""
+    for ch in word:
+        if _is_run_char(ch) or (ch == _APOSTROPHE and run):
+            run += ch
+            continue
+        if run:
+            units.append(run)
+            run = ""
+        if not ch.isspace():
+            units.append(ch)
+    if run:
+        units.append(run)
+    return units
+
+
+def mandarin_text(text: str) -> str:
+    """Supervision text: normalised, word spaces dropped except between two Latin runs.
+
+    ``"我 喜欢 KTV 和 OK"`` → ``"我喜欢KTV和OK"``; ``"HELLO WORLD 你好"`` → ``"HELLO WORLD你好"``.
+    Its units (:func:`mandarin_units`) are those of the words it came from.
+    """
+    return join_units(normalize_mandarin(text).split())
+
+
+def join_units(units: Sequence[str]) -> str:
+    """Units or words → text without spaces, except between two Latin runs (``HELLO WORLD``)."""
+    out = ""
+    for unit in units:
+        if out and unit and _is_run_char(out[-1]) and _is_run_char(unit[0]):
+            out += " "
+        out += unit
+    return out
+
 
 # ---------------------------------------------------------------------------------- English
 _EN = {

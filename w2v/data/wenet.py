@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import unicodedata
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,9 +45,9 @@ from w2v.data.prepare import (
     _log_checks,
     _read_cached,
     _write_manifests,
-    aishell_text_normalize,
     check_audio,
 )
+from w2v.data.text import mandarin_text, mandarin_units, normalize_mandarin
 from w2v.lang.symbols import BLANK as OUR_BLANK, is_disambig
 from w2v.utils import atomic_write_text
 
@@ -177,36 +176,17 @@ def read_wenet_part(part_dir: str | Path, rejected: list[tuple[str, str]] | None
     return out
 
 
-def _is_cjk(ch: str) -> bool:
-    return "CJK" in unicodedata.name(ch, "")
-
-
-def _character_words(text: str) -> str:
-    """``"好的OK吗"`` → ``"好 的 OK 吗"``: each CJK character a word, other runs kept whole."""
-    out, run = [], ""
-    for ch in text:
-        if _is_cjk(ch):
-            out += [run, ch] if run else [ch]
-            run = ""
-        elif ch.isspace():
-            out += [run] if run else []
-            run = ""
-        else:
-            run += ch
-    return " ".join(out + ([run] if run else []))
-
-
 def transcript(txt: str) -> tuple[str, str]:
     """A wenet transcript → (words, text) as AISHELL preparation keeps them.
 
-    ``text``: AISHELL's normalisation, spaces removed (characters are the units); ``words``: the
-    space-separated segmentation when the transcript has one, else its characters.
+    Both in the one Mandarin normal form (:mod:`w2v.data.text`). ``text``: without word spaces
+    (kept between Latin runs); ``words``: the transcript's segmentation when it has one, else its
+    units (``"好的OK吗"`` → ``"好 的 OK 吗"``).
     """
-    words = " ".join(txt.split())
-    text = aishell_text_normalize(words).replace(" ", "")
-    if " " not in words:
-        words = _character_words(words)
-    return words, text
+    words = normalize_mandarin(txt)
+    if " " not in " ".join(txt.split()):
+        words = " ".join(mandarin_units(words))
+    return words, mandarin_text(words)
 
 
 def _wenet_part(part_dir: Path, nj: int, resample: bool = False) -> PartResult:

@@ -4,7 +4,10 @@ Written here because neither SRILM nor KenLM is installed. Sentences are padded 
 ``<s>``/``</s>``; lower orders use continuation counts (distinct left extensions) except for
 n-grams starting with ``<s>``, which keep their raw counts, as in SRILM/KenLM. The unigram
 level is interpolated with a uniform distribution over the vocabulary (``<unk>`` included), so
-every context's distribution sums to one with the ARPA backoff weights (log10).
+every context's distribution sums to one with the ARPA backoff weights (log10). A given
+vocabulary (words.txt) is the unigram list: a word of it that the text never uses still gets the
+uniform share, so the decoding graph can reach it (a Mandarin lexicon's single characters, words
+added with ``--extra-words``); without one, kaldilm would drop the word from G.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def estimate_kn(
       sentences: word lists, without ``<s>``/``</s>``.
       order: N (1 = unigram).
       unk: unknown-word symbol; words outside ``vocab`` (when given) are mapped to it.
+      vocab: the unigrams: every word of it is in the model, seen in ``sentences`` or not.
     Returns:
       the model as ARPA would store it.
     """
@@ -109,6 +113,9 @@ def estimate_kn(
             adj[g] = c if g[0] == BOS else left[g]
     adjusted[0].pop((BOS,), None)
     adjusted[0].setdefault((unk,), 0)
+    for w in sorted(vocab or ()):
+        if w != BOS:
+            adjusted[0].setdefault((w,), 0)
 
     probs: list[dict[Ngram, float]] = [dict() for _ in range(order)]
     gammas: list[dict[Ngram, float]] = [dict() for _ in range(order)]  # by context, order n-1

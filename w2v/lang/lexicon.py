@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import unicodedata
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -24,6 +23,7 @@ import k2
 import torch
 
 from w2v import serialization
+from w2v.data.text import mandarin_units, normalize_mandarin, split_units
 from w2v.lang.symbols import BLANK, is_disambig, write_symbol_table
 # Read here by w2v.decode.ctc and w2v.bin.decode until they import w2v.lang.symbols themselves.
 from w2v.utils import atomic_path, atomic_write_text
@@ -83,34 +83,35 @@ def bpe_lexicon(words: Sequence[str], sp) -> Lexicon:
     return lexicon
 
 
-def _is_cjk(ch: str) -> bool:
-    return "CJK" in unicodedata.name(ch, "")
-
-
 def split_chars(word: str) -> list[str]:
-    """Mandarin modelling units of ``word``: each CJK character alone, other runs kept whole.
+    """Mandarin modelling units of a normalised ``word``: each CJK character alone, Latin runs whole.
 
-    ``"好的OK吗"`` → ``["好", "的", "OK", "吗"]``.
+    ``"好的OK吗"`` → ``["好", "的", "OK", "吗"]``. The rule is :func:`w2v.data.text.split_units`,
+    which the CTC training targets (:class:`w2v.asr.tokens.Tokenizer`) follow too.
     """
-    units: list[str] = []
-    run = ""
-    for ch in word:
-        if _is_cjk(ch):
-            if run:
-                units.append(run)
-                run = ""
-            units.append(ch)
-        else:
-            run += ch
-    if run:
-        units.append(run)
-    return units
+    return split_units(word)
 
 
-def char_lexicon(words: Sequence[str]) -> tuple[Lexicon, list[str]]:
-    """Each word → its characters. Returns (lexicon, sorted units)."""
-    lexicon = [(w, split_chars(w)) for w in words]
+def char_lexicon(words: Sequence[str], spell_units: bool = True) -> tuple[Lexicon, list[str]]:
+    """Each word → its units (:func:`w2v.data.text.mandarin_units`, as the training targets).
+
+    Returns (lexicon, sorted units).
+    Args:
+      words: words, no specials; normalised (:func:`w2v.data.text.normalize_mandarin`), or the
+        lexicon holds words that no normalised transcript contains.
+      spell_units: add every unit as a word of its own (``北`` beside ``北京``), so that the HLG
+        can still spell a word outside the vocabulary unit by unit; the LM gives such words the
+        probability of an unseen word (:func:`w2v.lang.arpa.estimate_kn` with ``vocab``).
+    """
+    lexicon = [(w, mandarin_units(w)) for w in words]
+    empty = [w for w, p in lexicon if not p]
+    if empty:
+        raise ValueError(f"words without a Mandarin unit (punctuation only?): {empty[:10]}")
     units = sorted({u for _, p in lexicon for u in p})
+    if spell_units:
+        known = set(words)
+        lexicon += [(u, [u]) for u in units if u not in known]
+        lexicon.sort(key=lambda entry: entry[0])
     lexicon.append((UNK_WORD, [UNK_TOKEN]))
     return lexicon, units
 
@@ -194,14 +195,18 @@ def prepare_lang(
     token_type: str = "bpe",
     transcripts: str | os.PathLike | None = None,
     extra_words: str | os.PathLike | None = None,
+    spell_units: bool = True,
 ) -> dict[str, Path]:
     """Write words.txt, tokens.txt, lexicon.txt, lexicon_disambig.txt, L.pt, L_disambig.pt.
 
     Args:
       lang_dir: for ``bpe`` it must hold ``bpe.model``.
-      token_type: ``bpe`` (sentencepiece pieces) or ``char`` (Mandarin characters).
+      token_type: ``bpe`` (sentencepiece pieces) or ``char`` (Mandarin characters; words are
+        normalised with :func:`w2v.data.text.normalize_mandarin`, as the transcripts should be).
       transcripts: training transcripts; default ``lang_dir/transcript_words.txt``.
       extra_words: optional file with more words (one per line) for the vocabulary.
+      spell_units: ``char`` only: every unit is a word too (:func:`char_lexicon`), so the HLG can
+        spell words outside the vocabulary.
     Returns:
       name → path of every file written.
     """
@@ -221,7 +226,9 @@ def prepare_lang(
         lexicon = bpe_lexicon(words, sp)
         units = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
     elif token_type == "char":
-        lexicon, chars = char_lexicon(words)
+        words = sorted({n for w in words for n in normalize_mandarin(w).split()} - set(WORD_SPECIALS))
+        lexicon, chars = char_lexicon(words, spell_units)
+        words = [w for w, _ in lexicon if w != UNK_WORD]
         units = [BLANK, SOS_EOS, UNK_TOKEN, *[c for c in chars if c not in (BLANK, SOS_EOS, UNK_TOKEN)]]
     else:
         raise ValueError(f"token_type must be 'bpe' or 'char', got {token_type!r}")

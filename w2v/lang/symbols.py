@@ -4,7 +4,7 @@ disambiguation symbol is.
 ``tokens.txt`` (icefall order): ``<blk> 0`` first, every modelling unit, then the disambiguation
 symbols ``#0``, ``#1``, ... last. A disambiguation symbol is ``#`` followed by digits and nothing
 else. A modelling unit may itself begin with ``#``: sentencepiece makes a piece ``#`` of a
-transcript's ``C#``, and a character lang dir keeps a non-CJK run such as ``#5A`` whole. Such a
+transcript's ``C#`` (a character lang dir has none: Mandarin normalisation removes symbols). Such a
 unit is a CTC output like any other, so "starts with ``#``" is not the test; a unit spelled exactly
 ``#<digits>`` would collide with a disambiguation symbol, and :func:`write_symbol_table` refuses
 the duplicate.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -39,14 +40,21 @@ def report_decoding(
         for key, s in stats.items():
             name = method if key == method else f"{method}/{key}"
             extra = dict(labels or {})
-            if key.startswith("lm_scale_"):
-                extra["lm_scale"] = float(key[len("lm_scale_"):])
+            extra.update(scales_of(key))
             entries.append(make_entry(test_set, name, feature_type, s, extra or None, checkpoint))
             logging.info("%s %s %s: %s", test_set, method, key, s.header())
     merged = update_results(exp_dir, entries, replace=[(test_set, checkpoint)])
     if plot and entries:
         plot_results(merged, test_set, exp_dir / f"{metric}-{test_set}.png")
     return all_stats
+
+
+def scales_of(key: str) -> dict[str, float]:
+    """``lm_scale_0.5`` → {lm_scale: 0.5}; ``lm_scale_0.5_attention_scale_0.3`` → both; else {}."""
+    m = re.fullmatch(r"lm_scale_([\d.]+)(?:_attention_scale_([\d.]+))?", key)
+    if m is None:
+        return {}
+    return {"lm_scale": float(m[1]), **({"attention_scale": float(m[2])} if m[2] else {})}
 
 
 def format_table(stats: dict[str, dict[str, ErrorStats]], test_set: str) -> str:

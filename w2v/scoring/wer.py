@@ -11,6 +11,7 @@ Per test set and key (decoding method or lm_scale):
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,11 @@ from typing import Sequence
 
 import kaldialign
 
-from w2v.lang.lexicon import split_chars
+from w2v.data.text import split_units
 from w2v.utils import atomic_write_text
 
 ERR = "*"
+_WHOLE = re.compile(r"(<UNK>|<unk>)")  # the unknown word or token, also inside a word: one unit
 
 # (cut_id, ref words, hyp words)
 Result = tuple[str, list[str], list[str]]
@@ -54,8 +56,13 @@ class ErrorStats:
 
 
 def to_chars(words: Sequence[str]) -> list[str]:
-    """Words → scoring units for CER: each character (CJK or not) alone, spaces dropped."""
-    return [c for w in words for u in split_chars(w) for c in u]
+    """Words → scoring units for CER, the modelling units (:func:`w2v.data.text.split_units`).
+
+    Each CJK character alone, a Latin run whole (``OK``: one unit, as wenet's ``compute-cer``
+    counts English words in Mandarin text), ``<UNK>`` one unit.
+    """
+    return [u for w in words for piece in _WHOLE.split(w) if piece
+            for u in ([piece] if _WHOLE.fullmatch(piece) else split_units(piece))]
 
 
 def align(ref: Sequence[str], hyp: Sequence[str]) -> list[tuple[str, str]]:
