@@ -279,17 +279,25 @@ def _prepare(corpus_dir, output_dir, parts, prefix: str, nj: int, resample: bool
             if transcripts is None:
                 transcripts = _aishell_transcripts(corpus_dir)
             result = _aishell_part(part_dir, transcripts, nj, resample)
-        _log_checks(result)
-        _write_manifests(result, output_dir, prefix)
-        logging.info(
-            f"{prefix} {part}: {len(result.recordings)} utterances, "
-            f"{sum(r.duration for r in result.recordings) / 3600:.2f} h"
-        )
-        results[part] = result
-    if missing:
-        note = "(the other parts were prepared)" if results else ""
-        raise MissingPartError(missing_parts_message(prefix, corpus_dir, missing, note))
+        results[part] = store_part(result, output_dir, prefix, part)
+    raise_missing(prefix, corpus_dir, missing, prepared=bool(results))
     return results
+
+
+def store_part(result: PartResult, output_dir: Path, prefix: str, label: str) -> PartResult:
+    """Log a prepared part's checks, write its manifests, log its size; returns it."""
+    _log_checks(result)
+    _write_manifests(result, output_dir, prefix)
+    logging.info(f"{prefix} {label}: {len(result.recordings)} utterances, "
+                 f"{sum(r.duration for r in result.recordings) / 3600:.2f} h")
+    return result
+
+
+def raise_missing(prefix: str, corpus_dir: Path, missing: list[Path], prepared: bool) -> None:
+    """The parts that were not there, named in one error (after the others were prepared)."""
+    if missing:
+        note = "(the other parts were prepared)" if prepared else ""
+        raise MissingPartError(missing_parts_message(prefix, corpus_dir, missing, note))
 
 
 def _aishell_transcripts(corpus_dir: Path) -> dict[str, tuple[str, str] | str]:

@@ -34,18 +34,16 @@ from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
 
 from w2v.data.layout import (
     AISHELL_PARTS,
-    MissingPartError,
     check_layout,
-    missing_parts_message,
     wenet_part_problem,
 )
 from w2v.data.prepare import (
     PartResult,
     _finish,
-    _log_checks,
     _read_cached,
-    _write_manifests,
     check_audio,
+    raise_missing,
+    store_part,
 )
 from w2v.data.text import mandarin_text, mandarin_units, normalize_mandarin
 from w2v.lang.symbols import BLANK as OUR_BLANK, is_disambig
@@ -257,17 +255,9 @@ def prepare_wenet(
             logging.error(f"{PREFIX} part '{part}': wenet part directory {part_dir} {problem}")
             missing.append(part_dir)
             continue
-        result = _wenet_part(part_dir, nj, resample)
-        _log_checks(result)
-        _write_manifests(result, output_dir, PREFIX)
-        logging.info(
-            f"{PREFIX} {part} (wenet {part_dir}): {len(result.recordings)} utterances, "
-            f"{sum(r.duration for r in result.recordings) / 3600:.2f} h"
-        )
-        results[part] = result
-    if missing:
-        note = "(the other parts were prepared)" if results else ""
-        raise MissingPartError(missing_parts_message(PREFIX, corpus_dir, missing, note))
+        results[part] = store_part(_wenet_part(part_dir, nj, resample), output_dir, PREFIX,
+                                   f"{part} (wenet {part_dir})")
+    raise_missing(PREFIX, corpus_dir, missing, prepared=bool(results))
     return results
 
 

@@ -487,11 +487,7 @@ def one_best_per_lm_scale(lattice: k2.Fsa, lm_scales: Sequence[float]) -> dict[s
     LM as much as it helps (Kaldi's LMWT; wav2vec 2.0's LM weight).
     """
     saved = lattice.scores.clone()
-    am = saved - lattice.lm_scores
-    out = {}
-    for s in sorted(set(lm_scales) | {1.0}):
-        lattice.scores = am + s * lattice.lm_scores
-        out[f"lm_scale_{s}"] = one_best(lattice)
+    out = best_per_lm_scale(lattice, sorted(set(lm_scales) | {1.0}))
     lattice.scores = saved
     return out
 
@@ -762,7 +758,7 @@ def whole_lattice_rescoring(
                 for key in out:
                     out[key][u] = best
             continue
-        for key, hyps in _best_per_lm_scale(rescored, opts.lm_scales).items():
+        for key, hyps in best_per_lm_scale(rescored, opts.lm_scales).items():
             for u, h in zip(utts, hyps):
                 out[key][u] = h
     return out
@@ -781,13 +777,14 @@ def _rescore(lattice: k2.Fsa, G_with_loops: k2.Fsa, max_arcs: int | None) -> k2.
     return k2.invert(k2.top_sort(k2.connect(rescored)))  # labels = tokens, aux_labels = words
 
 
-def _best_per_lm_scale(rescored: k2.Fsa, lm_scales: Sequence[float]) -> dict[str, list[list[int]]]:
-    lm = rescored.lm_scores.clone()
-    am = rescored.scores - lm
+def best_per_lm_scale(lattice: k2.Fsa, lm_scales: Sequence[float]) -> dict[str, list[list[int]]]:
+    """``lm_scale_<s>`` → the best paths for ``am + s × lm``; leaves ``lattice.scores`` changed."""
+    lm = lattice.lm_scores.clone()
+    am = lattice.scores - lm
     out = {}
     for s in lm_scales:
-        rescored.scores = am / s + lm  # same argmax as am + s * lm
-        out[f"lm_scale_{s}"] = one_best(rescored)
+        lattice.scores = am / s + lm  # same argmax as am + s * lm
+        out[f"lm_scale_{s}"] = one_best(lattice)
     return out
 
 
