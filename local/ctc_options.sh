@@ -3,11 +3,11 @@
 # Sourced by egs/<corpus>/run.sh right after local/common.sh. The lists below are the ones the
 # Python side accepts (tests/recipes/test_recipe_bookkeeping.py holds them equal).
 
-ssl_models="wav2vec vq_wav2vec wav2vec2 data2vec hubert wavlm"
+known_ssl_models="wav2vec vq_wav2vec wav2vec2 data2vec hubert wavlm"
 model_sizes="demo medium large linear"
 decoding_methods="ctc-greedy-search ctc-decoding 1best nbest nbest-rescoring whole-lattice-rescoring ctc-prefix-beam-search attention attention-rescoring attention-decoder"
 
-check_int stage stop_stage synth_seed ssl_layer save_every_n node_rank ssl_freeze_updates
+check_int stage stop_stage synth_seed ssl_layer save_every_n node_rank ssl_freeze_updates patience_updates
 check_positive_int nj max_epochs patience world_size avg keep_last_k search_beam max_active_states ssl_steps nnodes master_port
 check_number max_duration ctc_weight
 check_int num_decoder_layers
@@ -33,15 +33,18 @@ if [ "$num_decoder_layers" = 0 ]; then
   done
 fi
 check_choice decoding_method $decoding_methods
-[ -z "$ssl_model" ] || check_choice ssl_model $ssl_models
+[ -z "$ssl_model" ] || check_choice ssl_model $known_ssl_models
+[ -z "$ssl_models" ] || check_choice ssl_models $known_ssl_models
+[ -z "$ssl_models" ] || [ -z "$ssl_checkpoint" ] ||
+  die "--ssl-models pretrains each model in stage 7; give no --ssl-checkpoint with it"
 check_file lm_arpa rescore_arpa
 [[ $lm_scales =~ ^[0-9]*\.?[0-9]+(,[0-9]*\.?[0-9]+)*$ ]] || die "--lm-scales must be numbers separated by commas, got '$lm_scales'"
 [ "$stage" -le "$stop_stage" ] || die "--stage $stage is after --stop-stage $stop_stage: nothing to run"
 [ -z "$corpus_dir" ] || [ "$download" = false ] || die "--download true fetches the corpus itself; give it no --corpus-dir"
 [ -z "$corpus_dir" ] || [ -d "$corpus_dir" ] || die "--corpus-dir $corpus_dir does not exist"
 
-# --num-epochs auto: until the dev loss stops improving for --patience epochs (at most
-# --max-epochs); --epoch then defaults to the last epoch trained, found in stage 10.
+# --num-epochs auto: until the smoothed dev loss stops improving for --patience epochs and
+# --patience-updates updates (at most --max-epochs); --epoch then defaults to the last epoch trained, found in stage 10.
 [ "$num_epochs" = auto ] || check_positive_int num_epochs
 [ -n "$epoch" ] || epoch=$([ "$num_epochs" = auto ] && echo last || echo "$num_epochs")
 [ "$epoch" = last ] || check_positive_int epoch

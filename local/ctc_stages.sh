@@ -51,28 +51,38 @@ elif [ "$world_size" -gt 1 ]; then
   launcher="torchrun --standalone --nproc-per-node $world_size"
 fi
 
-# A sweep (--label-budgets, --feature-types): stages up to 7 once, stages 8-10 for every budget and
-# feature type (each cell is this recipe again with those options; finished cells are skipped by
-# their stage records), then the report over all of them.
-if [ -n "$label_budgets$feature_types$ssl_layers" ]; then
+# A sweep (--label-budgets, --feature-types, --ssl-layers, --ssl-models): stages up to 7 once (7 once
+# per SSL model), stages 8-10 for every budget, feature type, SSL model and layer (each cell is this
+# recipe again with those options; finished cells are skipped by their stage records), then the
+# report over all of them.
+if [ -n "$label_budgets$feature_types$ssl_layers$ssl_models" ]; then
   cell_stage=$stage
-  again=("./$(basename "$0")" "${w2v_argv[@]}" --label-budgets "" --feature-types "" --ssl-layers "" --exp-dir "")
+  again=("./$(basename "$0")" "${w2v_argv[@]}" --label-budgets "" --feature-types "" --ssl-layers "" --ssl-models "" --exp-dir "")
+  models=${ssl_models:-${ssl_model:--}}  # "-": none
   if [ "$stage" -le 7 ]; then
-    "${again[@]}" --stop-stage $((stop_stage < 7 ? stop_stage : 7))
+    for m in $models; do
+      "${again[@]}" --ssl-model "${m#-}" --stop-stage $((stop_stage < 7 ? stop_stage : 7))
+    done
     cell_stage=8
   fi
   if [ "$stop_stage" -ge 8 ]; then
-    layers=$ssl_layers
-    if [ "$ssl_layers" = all ]; then  # a layer probe over every layer of the encoder
-      need_ssl_checkpoint
-      layers=$(seq 1 "$(python -m w2v.bin.compute_ssl_features --checkpoint "$ssl_checkpoint" --print-num-layers true)")
-    fi
     for b in ${label_budgets:-$label_budget}; do
       for f in ${feature_types:-$feature_type}; do
-        for l in $([ "$f" = ssl ] && echo ${layers:-$ssl_layer} || echo "$ssl_layer"); do
-          log "Sweep: --label-budget $b --feature-type $f$([ "$f" != ssl ] || echo " --ssl-layer $l")"
-          "${again[@]}" --label-budget "$b" --feature-type "$f" --ssl-layer "$l" --stage "$cell_stage" \
-            --stop-stage $((stop_stage < 10 ? stop_stage : 10))
+        for m in $([ "$f" = fbank ] && echo - || echo $models); do
+          m=${m#-}
+          layers=$ssl_layer
+          if [ "$f" = ssl ] && [ "$ssl_layers" = all ]; then  # a layer probe over every layer of the encoder
+            [ -z "$ssl_models" ] || { ssl_model=$m; ssl_checkpoint=exp/ssl_$m; }
+            need_ssl_checkpoint
+            layers=$(seq 1 "$(python -m w2v.bin.compute_ssl_features --checkpoint "$ssl_checkpoint" --print-num-layers true)")
+          elif [ "$f" = ssl ]; then
+            layers=${ssl_layers:-$ssl_layer}
+          fi
+          for l in $layers; do
+            log "Sweep: --label-budget $b --feature-type $f$([ -z "$ssl_models" ] || [ "$f" = fbank ] || echo " --ssl-model $m")$([ "$f" != ssl ] || echo " --ssl-layer $l")"
+            "${again[@]}" --label-budget "$b" --feature-type "$f" --ssl-model "$m" --ssl-layer "$l" --stage "$cell_stage" \
+              --stop-stage $((stop_stage < 10 ? stop_stage : 10))
+          done
         done
       done
     done
@@ -158,7 +168,7 @@ fi
 
 if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   log "Stage 9: train CTC on $feature_tag in $exp_dir ($([ "$num_epochs" = auto ] &&
-    echo "until the dev loss stops improving for $patience epochs, at most $max_epochs" || echo "$num_epochs epochs"), $world_size process(es))"
+    echo "until the dev loss stops improving for $patience epochs and $patience_updates updates, at most $max_epochs" || echo "$num_epochs epochs"), $world_size process(es))"
   set_train_cuts
   need_feat_cuts $dev_parts
   need 4 lang "$lang_dir/tokens.txt"
@@ -169,11 +179,11 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   if [ "$node_rank" != 0 ] || stage_begin "train $feature_tag" "$(dirname "$exp_dir")/.$(basename "$exp_dir").train.json" \
        --options feature_type="$feature_tag" token_type="$token_type" model_size="$model_size" \
        num_decoder_layers="$num_decoder_layers" ctc_weight="$ctc_weight" max_duration="$max_duration" \
-       label_budget="$label_budget" --progress num_epochs="$num_epochs" max_epochs="$max_epochs" patience="$patience" keep_last_k="$keep_last_k" \
+       label_budget="$label_budget" --progress num_epochs="$num_epochs" max_epochs="$max_epochs" patience="$patience" patience_updates="$patience_updates" keep_last_k="$keep_last_k" \
        --outputs "$exp_dir" --replace archive --resumable; then
     $launcher -m w2v.bin.train --exp-dir "$exp_dir" --lang-dir "$lang_dir" \
       --train-cuts $train_cuts --dev-cuts $(feat_cuts_of $dev_parts) \
-      --num-epochs "$num_epochs" --max-epochs "$max_epochs" --patience "$patience" --keep-last-k "$keep_last_k" --save-every-n "$save_every_n" \
+      --num-epochs "$num_epochs" --max-epochs "$max_epochs" --patience "$patience" --patience-updates "$patience_updates" --keep-last-k "$keep_last_k" --save-every-n "$save_every_n" \
       --max-duration "$max_duration" --model-size "$model_size" --device "$device" --amp "$amp" \
       --num-decoder-layers "$num_decoder_layers" --ctc-weight "$ctc_weight" \
       --feature-type "$feature_tag" --token-type "$token_type" $ssl_train_args

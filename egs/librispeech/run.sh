@@ -39,12 +39,14 @@
 #   --label-budgets [] --feature-types [] (a sweep: stages 8-10 for every budget x feature type,
 #   then the report; e.g. --label-budgets "10m 1h all" --feature-types "fbank ssl")
 #   --ssl-layers [] ("1 2 ..." or all: a layer probe, --feature-type ssl once per layer, in the sweep)
+#   --ssl-models [] ("wav2vec2 hubert data2vec": the sweep pretrains each, then every SSL feature type
+#   runs on each at every budget: objectives side by side)
 #   --ssl-model [] --ssl-steps [600] --feature-type [fbank] (or ssl, ssl-weighted, ssl-finetune)
 #   --ssl-checkpoint [exp/ssl_<ssl-model>] --ssl-layer [2] --ssl-bf16 [false]
 #   --exp-dir [exp/ctc_<tag>], tag: fbank, <ckpt>_L<layer>, <ckpt>_weighted, <ckpt>_finetune_L<layer>
 #   --ssl-freeze-updates [0] (ssl-finetune: the encoder stays frozen for the first N updates)
-#   --num-epochs [auto] (until the dev loss stops improving for --patience [5] epochs, at most
-#   --max-epochs [200]; or a number) --keep-last-k [5] --save-every-n [0]
+#   --num-epochs [auto] (until the smoothed dev loss stops improving for --patience [5] epochs and
+#   --patience-updates [250] updates, at most --max-epochs [200]; or a number) --keep-last-k [5] --save-every-n [0]
 #   --model-size [demo] (medium 33M, large 80M; linear: fairseq's linear CTC head on the SSL encoder)
 #   --num-decoder-layers [0] (> 0: joint CTC/attention, wenet's U2) --ctc-weight [0.3]
 #   --max-duration [30] --epoch [the last trained] --avg [3]
@@ -82,10 +84,12 @@ label_budget=all
 label_budgets=
 feature_types=
 ssl_layers=
+ssl_models=
 exp_dir=
 num_epochs=auto
 max_epochs=200
 patience=5
+patience_updates=250
 keep_last_k=5
 save_every_n=0
 model_size=demo

@@ -182,6 +182,14 @@ def test_synthetic_unlabeled_part(tmp_path, layout):
     skip = ("unlabeled", "wav/unlabeled", "SPEAKERS.TXT", "speakers.txt", ".w2v-synth.json")
     plain = make_corpus(tmp_path / "plain", make_spec(layout, "tiny", seed=0), progress=False)
     assert _digest(root, skip) == _digest(plain, skip)
+    # the labelled corpus gets the part added, as if made at once, also over an interrupted
+    # addition (a part directory without the fingerprint that lists it)
+    stale = (plain if layout == "librispeech" else plain / "wav") / "unlabeled" / "junk"
+    stale.mkdir(parents=True)
+    (stale / "half.flac").write_bytes(b"")
+    assert make_corpus(tmp_path / "plain", spec, progress=False) == plain
+    assert _digest(plain) == _digest(root)
+    assert not any(p.name.endswith(".partial") for p in (tmp_path / "plain").iterdir())
     # and the part prepares as unlabelled audio, every file kept
     recs, rejected = scan_audio([unlabeled])
     assert len(recs) == len(files) and not rejected

@@ -200,7 +200,7 @@ def test_the_option_lists_are_the_python_ones():
 
     text = (REPO / "local/ctc_options.sh").read_text()
     assert re.search(r'^decoding_methods="(.*)"$', text, re.M).group(1).split() == list(METHODS + ATTENTION_METHODS)
-    assert re.search(r'^ssl_models="(.*)"$', text, re.M).group(1).split() == list(SSL_MODELS)
+    assert re.search(r'^known_ssl_models="(.*)"$', text, re.M).group(1).split() == list(SSL_MODELS)
     assert re.search(r'^model_sizes="(.*)"$', text, re.M).group(1).split() == list(MODEL_SIZES)
 
 

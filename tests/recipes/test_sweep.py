@@ -18,7 +18,7 @@ def test_label_budget_sweep_with_unlabelled_audio(tmp_path):
     recipe = recipe_copy(tmp_path, "librispeech")
     proc = run_recipe(
         recipe, "--synth-size", "tiny", "--synth-unlabeled-minutes", "1", "--vocab-size", "100",
-        "--ssl-model", "wav2vec2", "--ssl-steps", "10", "--ssl-layer", "1",
+        "--ssl-models", "wav2vec2 data2vec", "--ssl-steps", "10", "--ssl-layer", "1",
         "--label-budgets", "1m all", "--feature-types", "fbank ssl", "--num-epochs", "2", "--avg", "1",
         "--decoding-method", "ctc-greedy-search whole-lattice-rescoring", "--lm-scales", "0.1,0.5,1.0",
         "--search-beam", "10", "--max-active-states", "1000")
@@ -27,11 +27,14 @@ def test_label_budget_sweep_with_unlabelled_audio(tmp_path):
     # pretraining read the unlabelled part (audio only) beside the train part
     unlabeled = (recipe / "download/LibriSpeech/unlabeled")
     assert unlabeled.is_dir() and not list(unlabeled.rglob("*.trans.txt"))
-    record = json.loads((recipe / "exp/.ssl_wav2vec2.json").read_text())
-    assert "data/manifests/unlabeled_cuts.jsonl.gz" in record["inputs"]
+    for model in ("wav2vec2", "data2vec"):  # each SSL model pretrained once
+        record = json.loads((recipe / f"exp/.ssl_{model}.json").read_text())
+        assert "data/manifests/unlabeled_cuts.jsonl.gz" in record["inputs"]
+        assert len(re.findall(f"Stage 7: self-supervised pretraining of {model} ", proc.stdout)) == 1
 
-    # four cells, each its own exp dir; the 1-minute subset trains the budget runs
-    runs = {"ctc_fbank_1m": "1m", "ctc_fbank": "all", "ctc_ssl_wav2vec2_L1_1m": "1m", "ctc_ssl_wav2vec2_L1": "all"}
+    # six cells, each its own exp dir; the 1-minute subset trains the budget runs
+    runs = {"ctc_fbank_1m": "1m", "ctc_fbank": "all", "ctc_ssl_wav2vec2_L1_1m": "1m", "ctc_ssl_wav2vec2_L1": "all",
+            "ctc_ssl_data2vec_L1_1m": "1m", "ctc_ssl_data2vec_L1": "all"}
     minutes = {}
     for name, budget in runs.items():
         rows = json.loads((recipe / "exp" / name / "results.json").read_text())
@@ -39,6 +42,7 @@ def test_label_budget_sweep_with_unlabelled_audio(tmp_path):
         assert {r["labels"]["label_budget"] for r in rows} == {budget}
         minutes[name] = rows[0]["labels"]["train_minutes"]
     assert minutes["ctc_fbank_1m"] == pytest.approx(1.0, abs=0.01) == minutes["ctc_ssl_wav2vec2_L1_1m"]
+    assert minutes["ctc_ssl_data2vec_L1_1m"] == minutes["ctc_fbank_1m"]  # the same subset for every cell
     assert minutes["ctc_fbank"] > 2
 
     # the report: one block per budget, fbank first, LM scale chosen on dev, cells = results.json
@@ -46,6 +50,11 @@ def test_label_budget_sweep_with_unlabelled_audio(tmp_path):
     assert report.index("### Label budget 1m") < report.index("### Label budget all")
     for budget, (base, other) in {"1m": ("ctc_fbank_1m", "ctc_ssl_wav2vec2_L1_1m"),
                                   "all": ("ctc_fbank", "ctc_ssl_wav2vec2_L1")}.items():
+        # the objectives side by side in each block: fbank, data2vec, wav2vec2 (the runs' order)
+        block = report.split(f"### Label budget {budget}")[1].split("### ")[0]
+        header = next(line for line in block.splitlines() if line.startswith("| test set |"))
+        cols = [c.strip() for c in header.split("|")[3:-1]]
+        assert len(cols) == 3 and "fbank" in cols[0] and "data2vec" in cols[1] and "wav2vec2" in cols[2], header
         block = report.split(f"### Label budget {budget}")[1].split("### ")[0]
         rows = {n: {r["decoding_method"]: r for r in json.loads((recipe / "exp" / n / "results.json").read_text())
                     if r["test_set"] == "test-clean"} for n in (base, other)}

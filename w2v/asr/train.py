@@ -73,11 +73,13 @@ class TrainConfig:
     dev_cuts: list[str] = field(default_factory=list)
     token_type: str = "bpe"
     feature_type: str = "fbank"
-    # N: exactly N epochs. 0 (the recipes' "auto"): until the dev loss stops improving
-    # (:class:`Plateau`: no new best by 0.1% relative for ``patience`` epochs), at most max_epochs.
+    # N: exactly N epochs. 0 (the recipes' "auto"): until the smoothed dev loss stops improving
+    # (:class:`Plateau`: no new best by 0.1% relative for ``patience`` epochs and at least
+    # ``patience_updates`` updates, :attr:`Plateau.wait`), at most max_epochs.
     num_epochs: int = 0
     max_epochs: int = 200
     patience: int = 5
+    patience_updates: int = 250
     # 0: from the newest checkpoint that loads (epoch 1 when there is none); 1: anew;
     # N > 1: from epoch-(N-1).pt
     start_epoch: int = 0
@@ -128,9 +130,9 @@ class TrainConfig:
 
 @dataclass
 class Plateau:
-    """The stop rule of ``num_epochs`` 0: stop once the dev loss (the train loss without a dev set)
-    has not set a new best, by at least ``min_gain`` relative, for ``patience`` epochs, and the
-    model says something: greedy search on dev outputs at least ``min_output`` tokens per
+    """The stop rule of ``num_epochs`` 0: stop once the smoothed dev loss (the train loss without a
+    dev set) has not set a new best, by at least ``min_gain`` relative, for ``patience`` epochs, and
+    the model says something: greedy search on dev outputs at least ``min_output`` tokens per
     reference token.
 
     Why this rule and not an update budget: the number of updates to convergence changes with the
@@ -139,37 +141,59 @@ class Plateau:
     to be known in advance. The output condition covers the stretch where a CTC model outputs
     (almost) only blanks and its loss is flat before it falls: on the tiny corpus with 100 BPE
     units the dev loss barely moved from epoch 15 to 52, while greedy search output a fifth of the
-    reference's tokens. The state rides in every epoch checkpoint, so a resumed run stops where an
-    uninterrupted one would.
+    reference's tokens. The loss is smoothed (exponential moving average, weight ``smoothing`` on
+    the past) and patience lasts at least ``patience_updates`` updates (:attr:`wait`): with 10
+    minutes of labels an epoch is 20 updates, the dev loss jumps ±3% from epoch to epoch while its
+    trend falls 1% per epoch, and a raw 5-epoch patience stopped there on a lucky minimum. The
+    state rides in every epoch checkpoint, so a resumed run stops where an uninterrupted one would.
     """
 
     patience: int = 5
+    patience_updates: int = 0
+    updates_per_epoch: float = 1.0
     min_output: float = 0.5
     min_gain: float = 1e-3
+    smoothing: float = 0.5
     best: float = math.inf
     best_epoch: int = 0
+    smoothed: float | None = None
     output_ratio: float | None = None  # the last epoch's; None: not measured (no dev set)
     stopped: bool = False
 
     def update(self, epoch: int, loss: float, output_ratio: float | None = None) -> bool:
         """Record ``epoch``'s loss and dev output ratio; True when training should stop after it."""
-        if math.isfinite(loss) and loss < self.best * (1 - self.min_gain):
-            self.best, self.best_epoch = loss, epoch
+        if math.isfinite(loss):
+            past = self.smoothed
+            self.smoothed = loss if past is None else self.smoothing * past + (1 - self.smoothing) * loss
+            if self.smoothed < self.best * (1 - self.min_gain):
+                self.best, self.best_epoch = self.smoothed, epoch
         if output_ratio is not None:
             self.output_ratio = output_ratio
         says_something = self.output_ratio is None or self.output_ratio >= self.min_output
-        self.stopped = says_something and epoch - self.best_epoch >= self.patience
+        self.stopped = says_something and epoch - self.best_epoch >= self.wait
         return self.stopped
+
+    @property
+    def wait(self) -> int:
+        """Epochs without a new best before a stop: ``patience``, or more when they hold fewer than
+        ``patience_updates`` updates. 250 updates: 5 epochs of the mini corpus (26 min, 30 s
+        batches), 13 of its 10-minute label budget, 50 of the tiny corpus (2.5 min)."""
+        return max(self.patience, math.ceil(self.patience_updates / self.updates_per_epoch - 1e-9))
+
+
+def updates_per_epoch(train_cfg: TrainConfig, train_seconds: float, world_size: int = 1) -> float:
+    """About ``train_seconds / (max_duration × world_size)``: the bucketing sampler fills batches
+    close to max_duration (at least one update)."""
+    return max(1.0, train_seconds / (train_cfg.max_duration * world_size))
 
 
 def warmup_updates(train_cfg: TrainConfig, train_seconds: float, world_size: int = 1) -> int:
     """Warm-up length: ``warmup_steps``, at most ``warmup_epochs`` epochs of updates.
 
-    An epoch has about ``train_seconds / (max_duration × world_size)`` updates (the bucketing
-    sampler fills batches close to max_duration). Mini corpus (26 min, 30 s batches): 52 updates
-    per epoch → 260; tiny corpus (2.5 min): 5 per epoch → 25.
+    Mini corpus (26 min, 30 s batches): 52 updates per epoch (:func:`updates_per_epoch`) → 260;
+    tiny corpus (2.5 min): 5 per epoch → 25.
     """
-    per_epoch = max(1.0, train_seconds / (train_cfg.max_duration * world_size))
+    per_epoch = updates_per_epoch(train_cfg, train_seconds, world_size)
     return max(1, min(train_cfg.warmup_steps, round(train_cfg.warmup_epochs * per_epoch)))
 
 
@@ -432,6 +456,7 @@ class Loop:
     writer: object = None  # tensorboard SummaryWriter on rank 0
     batch_log: object = None
     warmup: int = 0  # updates (warmup_updates), stored in checkpoints
+    updates_per_epoch: float = 1.0  # about (:func:`updates_per_epoch`), for the patience in updates
     dev_output_ratio: float | None = None  # tokens greedy search output on dev / reference tokens
 
     @property
@@ -570,8 +595,8 @@ def setup(train_cfg: TrainConfig, model_cfg: AsrConfig, rt: Runtime, resume: Res
         model.frontend.encoder.load_state_dict(encoder_state)
     if not train_cfg.spec_augment:
         model.spec_augment = None
-    warmup = (resume.ckpt or {}).get("warmup") or warmup_updates(
-        train_cfg, sum(c.duration for c in train_cuts), rt.world_size)
+    train_seconds = sum(c.duration for c in train_cuts)
+    warmup = (resume.ckpt or {}).get("warmup") or warmup_updates(train_cfg, train_seconds, rt.world_size)
     optimizer, scheduler = build_optimizer(model, train_cfg, warmup)
     if resume.ckpt is not None:
         load_model_state(model, resume.ckpt["model"], str(resume.path))
@@ -602,7 +627,8 @@ def setup(train_cfg: TrainConfig, model_cfg: AsrConfig, rt: Runtime, resume: Res
     loop = Loop(train_cfg, rt, model, ddp_model, model_cfg, optimizer, scheduler, tokenizer, train_dl,
                 dev_dl, NonFiniteGuard(train_cfg.max_nonfinite_batches),
                 resolve_ctc_impl(train_cfg.ctc_impl, rt.device),
-                train_cfg.ctc_weight if model_cfg.num_decoder_layers else 1.0, warmup=warmup)
+                train_cfg.ctc_weight if model_cfg.num_decoder_layers else 1.0, warmup=warmup,
+                updates_per_epoch=updates_per_epoch(train_cfg, train_seconds, rt.world_size))
     model.label_smoothing = train_cfg.label_smoothing
     exp_dir = loop.exp_dir
     if rt.is_main:
@@ -635,19 +661,21 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
     resume = find_resume(exp_dir, train_cfg.start_epoch)
     history: dict[str, list] = {"epoch": [], "train_loss": [], "dev_loss": [], "seconds": []}
     stored = (resume.ckpt or {}).get("plateau", {})
-    plateau = Plateau(train_cfg.patience, **{k: stored[k] for k in ("best", "best_epoch", "output_ratio") if k in stored})
+    plateau = Plateau(train_cfg.patience, train_cfg.patience_updates, **{
+        k: stored[k] for k in ("updates_per_epoch", "best", "best_epoch", "smoothed", "output_ratio") if k in stored})
     last = train_cfg.num_epochs or train_cfg.max_epochs
     done = resume.epoch > last or (not train_cfg.num_epochs and not resume.mid_epoch and bool(stored)
                                    and plateau.update(resume.epoch - 1, math.nan))
     if done:
         why = (f"--num-epochs {train_cfg.num_epochs}" if train_cfg.num_epochs else
-               f"the dev loss stopped improving at epoch {plateau.best_epoch} (--patience {plateau.patience}, "
-               f"--max-epochs {train_cfg.max_epochs})")
+               f"the dev loss stopped improving at epoch {plateau.best_epoch} ({plateau.wait} epochs of "
+               f"patience, --max-epochs {train_cfg.max_epochs})")
         log.info("%s already holds epoch-%d.pt: nothing to train for %s", exp_dir, resume.epoch - 1, why)
         if rt.is_main:
             keep_last(exp_dir, train_cfg.keep_last_k, EPOCH)
         return TrainResult(model=None, config=AsrConfig.from_dict(resume.ckpt["config"]), history=history)
     loop = setup(train_cfg, model_cfg, rt, resume)
+    plateau.updates_per_epoch = loop.updates_per_epoch
     if resume.mid_epoch:  # continue the epoch after the batches already seen
         loop.train_dl.sampler.load_state_dict(dict(resume.ckpt["sampler"]))
     try:
@@ -668,9 +696,9 @@ def train(train_cfg: TrainConfig, model_cfg: AsrConfig) -> TrainResult:
             save_checkpoint(loop, epoch, checkpoint_path(exp_dir, epoch, EPOCH),
                             train_loss=train_loss, dev_loss=dev_loss, plateau=asdict(plateau))
             if stop and not train_cfg.num_epochs:
-                log.info("stopping after epoch %d: no better %s loss since epoch %d (%.4f) in %d epochs",
+                log.info("stopping after epoch %d: no better %s loss since epoch %d (%.4f smoothed) in %d epochs",
                          epoch, "dev" if loop.dev_dl is not None else "train", plateau.best_epoch,
-                         plateau.best, plateau.patience)
+                         plateau.best, plateau.wait)
                 break
     finally:
         if loop.writer is not None:

@@ -47,10 +47,13 @@ def get_parser() -> argparse.ArgumentParser:
                    help="name of the features in the cuts (fbank, or the SSL feature tag); "
                         "goes into config.yaml and the reports")
     p.add_argument("--num-epochs", type=_epochs, default=t.num_epochs,
-                   help="N, or auto (0): until the dev loss stops improving for --patience epochs")
+                   help="N, or auto (0): until the smoothed dev loss stops improving for --patience epochs "
+                        "and --patience-updates updates")
     p.add_argument("--max-epochs", type=int, default=t.max_epochs, help="the cap of --num-epochs auto")
     p.add_argument("--patience", type=int, default=t.patience,
                    help="--num-epochs auto stops after this many epochs without a better dev loss")
+    p.add_argument("--patience-updates", type=int, default=t.patience_updates,
+                   help="... and at least this many updates (small label budgets: more epochs)")
     p.add_argument("--start-epoch", type=int, default=t.start_epoch,
                    help="0: after the newest exp_dir/epoch-N.pt that loads; 1: anew; N: from epoch-(N-1).pt")
     p.add_argument("--keep-last-k", type=int, default=t.keep_last_k,

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -288,7 +288,7 @@ class _PartWriter:
                 transcript_lines.append(f"{uid} {text}")
             dur = wav.shape[0] / SAMPLE_RATE
             done += dur
-            self.bar.update(dur)
+            self.bar.update(min(dur, self.bar.total - self.bar.n))  # speakers overshoot by a sentence
             utt += 1
         if not self.transcribed:
             return [], done
@@ -352,13 +352,49 @@ def _speaker_line(spk: Speaker, part: str, seconds: float) -> str:
             f"pitch {spk.pitch} rate {spk.rate}")
 
 
+def _speakers_file(root: Path, layout: str) -> Path:
+    return root / ("SPEAKERS.TXT" if layout == "librispeech" else "speakers.txt")
+
+
+def _add_unlabeled(root: Path, spec: CorpusSpec, progress: bool) -> Path:
+    """Synthesise the unlabelled part of ``spec`` beside the labelled corpus at ``root``.
+
+    The part is written aside and moved in, then the speaker list and the fingerprint are replaced
+    (each by a rename): an interrupted addition leaves the labelled corpus as it was, and a rerun
+    redoes the addition (the part directory of an interrupted one is removed first).
+    """
+    tmp = root.parent / f".{root.name}.unlabeled.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    lines = _synth_unlabeled(tmp, spec, progress)
+    rel = Path(UNLABELED_PART) if spec.layout == "librispeech" else Path("wav") / UNLABELED_PART
+    if (root / rel).exists():
+        shutil.rmtree(root / rel)
+    (tmp / rel).rename(root / rel)
+    speakers = _speakers_file(root, spec.layout)
+    kept = [line for line in speakers.read_text(encoding="utf-8").splitlines()
+            if line.split("|")[2:3] != [f" {UNLABELED_PART:<16} "]]
+    _replace_text(speakers, "\n".join(kept + lines) + "\n", tmp)
+    _replace_text(root / FINGERPRINT, json.dumps(_fingerprint(spec), indent=1) + "\n", tmp)
+    shutil.rmtree(tmp)
+    logging.info(f"added {spec.unlabeled_seconds / 60:.1f} min of unlabelled speech to {root}")
+    return root
+
+
+def _replace_text(path: Path, text: str, tmp: Path) -> None:
+    staged = tmp / path.name
+    staged.write_text(text, encoding="utf-8")
+    staged.replace(path)
+
+
 def make_corpus(out_dir: str | Path, spec: CorpusSpec, progress: bool = True) -> Path:
     """Write the corpus described by ``spec`` under ``out_dir``; returns the corpus root.
 
     ``out_dir/LibriSpeech`` or ``out_dir/data_aishell`` (the directories lhotse's recipes take),
     with an ``unlabeled`` part (audio only) when ``spec.unlabeled_seconds`` > 0.
-    Reruns with the same spec return at once; a different corpus already there raises
-    :class:`CorpusExistsError` and is left untouched.
+    Reruns with the same spec return at once; the same corpus without its unlabelled part gets the
+    part added (the result is byte-identical to making both at once); any other corpus already
+    there raises :class:`CorpusExistsError` and is left untouched.
     """
     out_dir = Path(out_dir)
     root = corpus_root(out_dir, spec.layout)
@@ -368,6 +404,8 @@ def make_corpus(out_dir: str | Path, spec: CorpusSpec, progress: bool = True) ->
         if have == want:
             logging.info(f"{root} already holds this corpus (seed {spec.seed}); nothing to do")
             return root
+        if spec.unlabeled_seconds and have == _fingerprint(replace(spec, unlabeled_seconds=0.0, unlabeled_speakers=0)):
+            return _add_unlabeled(root, spec, progress)
         what = "a corpus not made by w2v-k2" if have is None else f"another synthetic corpus ({have})"
         raise CorpusExistsError(
             f"{root} already holds {what}; refusing to overwrite it. "
@@ -384,7 +422,7 @@ def make_corpus(out_dir: str | Path, spec: CorpusSpec, progress: bool = True) ->
     if spec.unlabeled_seconds:
         speaker_lines += _synth_unlabeled(tmp, spec, progress)
     if spec.layout == "librispeech":
-        (tmp / "SPEAKERS.TXT").write_text(
+        _speakers_file(tmp, spec.layout).write_text(
             "; synthetic speakers (espeak-ng voices)\n;ID  |SEX| SUBSET           |MINUTES| NAME\n"
             + "\n".join(speaker_lines) + "\n",
             encoding="utf-8",
@@ -395,7 +433,7 @@ def make_corpus(out_dir: str | Path, spec: CorpusSpec, progress: bool = True) ->
         (tdir / "aishell_transcript_v0.8.txt").write_text(
             "\n".join(sorted(transcript_lines)) + "\n", encoding="utf-8"
         )
-        (tmp / "speakers.txt").write_text("\n".join(speaker_lines) + "\n", encoding="utf-8")
+        _speakers_file(tmp, spec.layout).write_text("\n".join(speaker_lines) + "\n", encoding="utf-8")
     (tmp / FINGERPRINT).write_text(json.dumps(want, indent=1) + "\n")
     tmp.rename(root)
     unlabeled = f" (+ {spec.unlabeled_seconds / 60:.1f} min unlabelled)" if spec.unlabeled_seconds else ""
