@@ -95,3 +95,13 @@ def ctc_loss(
         return torch_ctc_loss(log_probs, out_lens, targets)
     raise ValueError(f"Unknown CTC implementation {impl!r}; expected 'k2' or 'torch'")
 
+
+def greedy_keep(log_probs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy CTC search without the lists: ``(best, keep)``, the frame-wise argmax ``[B, T]`` and
+    where it is output (inside the length, not blank 0, not a repeat of the frame before)."""
+    best = log_probs.argmax(-1)
+    valid = torch.arange(best.shape[1], device=best.device)[None] < lengths.to(best.device)[:, None]
+    new = torch.ones_like(best, dtype=torch.bool)
+    new[:, 1:] = best[:, 1:] != best[:, :-1]
+    return best, (best != 0) & new & valid
+

@@ -40,7 +40,7 @@ from lhotse import CutSet
 from lhotse.utils import compute_num_frames
 from torch import nn
 
-from w2v.asr.ctc import ctc_loss, resolve_ctc_impl
+from w2v.asr.ctc import ctc_loss, greedy_keep, resolve_ctc_impl
 from w2v.asr.data import cut_text, make_dataloader, model_inputs
 from w2v.asr.frontend import ENCODER_PREFIX, checkpoint_state, load_model_state
 from w2v.asr.model import (
@@ -404,11 +404,7 @@ def compute_loss(model: nn.Module, batch: dict, tokenizer: Tokenizer, impl: str,
 
 def greedy_tokens(log_probs: torch.Tensor, lengths: torch.Tensor) -> int:
     """How many tokens greedy CTC search outputs for the batch (repeats merged, blanks dropped)."""
-    best = log_probs.argmax(-1)
-    valid = torch.arange(best.shape[1], device=best.device)[None] < lengths.to(best.device)[:, None]
-    new = torch.ones_like(best, dtype=torch.bool)
-    new[:, 1:] = best[:, 1:] != best[:, :-1]
-    return int(((best != 0) & new & valid).sum())
+    return int(greedy_keep(log_probs, lengths)[1].sum())
 
 
 class NonFiniteGuard:

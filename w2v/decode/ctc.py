@@ -30,6 +30,7 @@ import _k2  # k2's C++ module: pruning on a posterior k2 does not compute itself
 import k2
 import torch
 
+from w2v.asr.ctc import greedy_keep
 from w2v.lang.graph import build_ctc_topo
 from w2v.lang.lexicon import load_fsa
 from w2v.lang.symbols import read_symbol_table
@@ -460,16 +461,9 @@ def _groups(sizes: Sequence[int], budget: int | None) -> list[tuple[int, int]]:
 def ctc_greedy_search(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
     """Frame-wise argmax, repeats collapsed, blanks dropped. Returns token ids per utterance."""
     _check_input(log_probs, lengths)
-    best = log_probs.argmax(dim=-1).cpu()
-    out = []
-    for b, n in enumerate(lengths.tolist()):
-        seq = best[b, : int(n)]
-        if seq.numel():
-            keep = torch.ones_like(seq, dtype=torch.bool)
-            keep[1:] = seq[1:] != seq[:-1]
-            seq = seq[keep]
-        out.append([int(t) for t in seq if t != 0])
-    return out
+    best, keep = greedy_keep(log_probs, lengths)
+    best, keep = best.cpu(), keep.cpu()
+    return [best[b][keep[b]].tolist() for b in range(best.shape[0])]
 
 
 def one_best(lattice: k2.Fsa) -> list[list[int]]:
