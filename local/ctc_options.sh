@@ -44,7 +44,8 @@ check_file lm_arpa rescore_arpa
 [ -z "$corpus_dir" ] || [ -d "$corpus_dir" ] || die "--corpus-dir $corpus_dir does not exist"
 
 # --num-epochs auto: until the smoothed dev loss stops improving for --patience epochs and
-# --patience-updates updates (at most --max-epochs); --epoch then defaults to the last epoch trained, found in stage 10.
+# --patience-updates updates (at most --max-epochs); --epoch then defaults to the last epoch
+# trained, found in stage 10.
 [ "$num_epochs" = auto ] || check_positive_int num_epochs
 [ -n "$epoch" ] || epoch=$([ "$num_epochs" = auto ] && echo last || echo "$num_epochs")
 [ "$epoch" = last ] || check_positive_int epoch

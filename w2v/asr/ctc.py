@@ -104,4 +104,3 @@ def greedy_keep(log_probs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.T
     new = torch.ones_like(best, dtype=torch.bool)
     new[:, 1:] = best[:, 1:] != best[:, :-1]
     return best, (best != 0) & new & valid
-

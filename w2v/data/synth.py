@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from w2v.data.text import LANGUAGES
 from w2v.runtime import SAMPLE_RATE
+from w2v.utils import atomic_write_text
 
 FINGERPRINT = ".w2v-synth.json"
 LAYOUTS = {"librispeech": "english", "aishell": "mandarin"}
@@ -374,17 +375,11 @@ def _add_unlabeled(root: Path, spec: CorpusSpec, progress: bool) -> Path:
     speakers = _speakers_file(root, spec.layout)
     kept = [line for line in speakers.read_text(encoding="utf-8").splitlines()
             if line.split("|")[2:3] != [f" {UNLABELED_PART:<16} "]]
-    _replace_text(speakers, "\n".join(kept + lines) + "\n", tmp)
-    _replace_text(root / FINGERPRINT, json.dumps(_fingerprint(spec), indent=1) + "\n", tmp)
+    atomic_write_text(speakers, "\n".join(kept + lines) + "\n")
+    atomic_write_text(root / FINGERPRINT, json.dumps(_fingerprint(spec), indent=1) + "\n")
     shutil.rmtree(tmp)
     logging.info(f"added {spec.unlabeled_seconds / 60:.1f} min of unlabelled speech to {root}")
     return root
-
-
-def _replace_text(path: Path, text: str, tmp: Path) -> None:
-    staged = tmp / path.name
-    staged.write_text(text, encoding="utf-8")
-    staged.replace(path)
 
 
 def make_corpus(out_dir: str | Path, spec: CorpusSpec, progress: bool = True) -> Path:
