@@ -4,15 +4,17 @@
 # Python side accepts (tests/recipes/test_recipe_bookkeeping.py holds them equal).
 
 known_ssl_models="wav2vec vq_wav2vec wav2vec2 data2vec hubert wavlm"
+ssl_sizes="tiny small base large"
 model_sizes="demo medium large linear"
 decoding_methods="ctc-greedy-search ctc-decoding 1best nbest nbest-rescoring whole-lattice-rescoring ctc-prefix-beam-search attention attention-rescoring attention-decoder"
 
 check_int stage stop_stage synth_seed ssl_layer save_every_n node_rank ssl_freeze_updates patience_updates
 check_positive_int nj max_epochs patience world_size avg keep_last_k search_beam max_active_states ssl_steps nnodes master_port
-check_number max_duration ctc_weight
+check_number max_duration ctc_weight ssl_lr_scale
 check_int num_decoder_layers
 check_bool download speed_perturb ssl_bf16 resample
 check_choice synth_size tiny mini small
+check_choice ssl_size $ssl_sizes
 check_choice feature_type fbank ssl ssl-weighted ssl-finetune
 [ -z "$feature_types" ] || check_choice feature_types fbank ssl ssl-weighted ssl-finetune
 [[ $synth_unlabeled_minutes =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]] ||
@@ -82,7 +84,7 @@ case "$feature_type" in
       ssl-finetune)
         feature_tag=${ckpt_name}_finetune_$([ "$ssl_layer" = 0 ] && echo weighted || echo L$ssl_layer)${bf16_tag}
         ssl_train_args="--ssl-checkpoint $ssl_checkpoint --ssl-layer $ssl_layer --ssl-finetune true --ssl-bf16 $ssl_bf16"
-        ssl_train_args="$ssl_train_args --ssl-freeze-updates $ssl_freeze_updates" ;;
+        ssl_train_args="$ssl_train_args --ssl-freeze-updates $ssl_freeze_updates --ssl-lr-scale $ssl_lr_scale" ;;
     esac
     [ "$feature_type" != ssl ] || [ "$ssl_layer" -gt 0 ] || die "--feature-type ssl extracts one layer: give --ssl-layer ≥ 1"
     ;;

@@ -120,7 +120,7 @@ fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   if [ -n "$ssl_model" ]; then
-    log "Stage 7: self-supervised pretraining of $ssl_model ($ssl_steps updates)"
+    log "Stage 7: self-supervised pretraining of $ssl_model, size $ssl_size ($ssl_steps updates)"
     unlabeled_cuts=
     if [ -n "${unlabeled_audio// /}" ]; then  # audio without transcripts, beside the train parts
       need --unlabeled-dirs/--unlabeled-parts "" $unlabeled_audio
@@ -134,10 +134,10 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
       need 7 unlabeled "$unlabeled_cuts"
     fi
     need 2 fbank $(cuts_of $train_parts)
-    if [ "$node_rank" != 0 ] || stage_begin "pretrain $ssl_model" "exp/.ssl_${ssl_model}.json" --options size=tiny \
+    if [ "$node_rank" != 0 ] || stage_begin "pretrain $ssl_model" "exp/.ssl_${ssl_model}.json" --options size="$ssl_size" \
          max_duration=24 crop_seconds=3 --progress ssl_steps="$ssl_steps" --outputs "exp/ssl_${ssl_model}" \
          --replace archive --resumable; then
-      $launcher -m w2v.bin.pretrain --ssl-model "$ssl_model" --size tiny \
+      $launcher -m w2v.bin.pretrain --ssl-model "$ssl_model" --size "$ssl_size" \
         --cuts $(cuts_of $train_parts) $unlabeled_cuts --exp-dir "exp/ssl_${ssl_model}" --num-steps "$ssl_steps" \
         --max-duration 24 --crop-seconds 3 --device "$device" --amp "$amp"
       [ "$node_rank" != 0 ] || stage_end
@@ -174,12 +174,13 @@ if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
   need 4 lang "$lang_dir/tokens.txt"
   [ "$token_type" != bpe ] || need 3 bpe "$lang_dir/bpe.model"
   [ "$feature_type" = fbank ] || [ "$feature_type" = ssl ] || need_ssl_checkpoint
+  finetune_options=$([ "$feature_type" != ssl-finetune ] || echo "ssl_freeze_updates=$ssl_freeze_updates ssl_lr_scale=$ssl_lr_scale")
   # A change of data, tokens or features trains anew (the old exp dir is moved aside); otherwise
   # training continues from the newest checkpoint that loads (nothing to do: it says so).
   if [ "$node_rank" != 0 ] || stage_begin "train $feature_tag" "$(dirname "$exp_dir")/.$(basename "$exp_dir").train.json" \
        --options feature_type="$feature_tag" token_type="$token_type" model_size="$model_size" \
        num_decoder_layers="$num_decoder_layers" ctc_weight="$ctc_weight" max_duration="$max_duration" \
-       label_budget="$label_budget" --progress num_epochs="$num_epochs" max_epochs="$max_epochs" patience="$patience" patience_updates="$patience_updates" keep_last_k="$keep_last_k" \
+       label_budget="$label_budget" $finetune_options --progress num_epochs="$num_epochs" max_epochs="$max_epochs" patience="$patience" patience_updates="$patience_updates" keep_last_k="$keep_last_k" \
        --outputs "$exp_dir" --replace archive --resumable; then
     $launcher -m w2v.bin.train --exp-dir "$exp_dir" --lang-dir "$lang_dir" \
       --train-cuts $train_cuts --dev-cuts $(feat_cuts_of $dev_parts) \

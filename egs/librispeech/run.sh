@@ -41,10 +41,12 @@
 #   --ssl-layers [] ("1 2 ..." or all: a layer probe, --feature-type ssl once per layer, in the sweep)
 #   --ssl-models [] ("wav2vec2 hubert data2vec": the sweep pretrains each, then every SSL feature type
 #   runs on each at every budget: objectives side by side)
-#   --ssl-model [] --ssl-steps [600] --feature-type [fbank] (or ssl, ssl-weighted, ssl-finetune)
+#   --ssl-model [] --ssl-size [tiny] (small: 4 x 128 on log-mels, the CPU choice; base, large: the
+#   papers') --ssl-steps [600] --feature-type [fbank] (or ssl, ssl-weighted, ssl-finetune)
 #   --ssl-checkpoint [exp/ssl_<ssl-model>] --ssl-layer [2] --ssl-bf16 [false]
 #   --exp-dir [exp/ctc_<tag>], tag: fbank, <ckpt>_L<layer>, <ckpt>_weighted, <ckpt>_finetune_L<layer>
 #   --ssl-freeze-updates [0] (ssl-finetune: the encoder stays frozen for the first N updates)
+#   --ssl-lr-scale [0.1] (ssl-finetune: the encoder trains at this times the peak learning rate)
 #   --num-epochs [auto] (until the smoothed dev loss stops improving for --patience [5] epochs and
 #   --patience-updates [250] updates, at most --max-epochs [200]; or a number) --keep-last-k [5] --save-every-n [0]
 #   --model-size [demo] (medium 33M, large 80M; linear: fairseq's linear CTC head on the SSL encoder)
@@ -74,12 +76,14 @@ rescore_arpa=
 unlabeled_dirs=
 unlabeled_parts=
 ssl_model=
+ssl_size=tiny
 ssl_steps=600
 feature_type=fbank
 ssl_checkpoint=
 ssl_layer=2
 ssl_bf16=false
 ssl_freeze_updates=0
+ssl_lr_scale=0.1
 label_budget=all
 label_budgets=
 feature_types=

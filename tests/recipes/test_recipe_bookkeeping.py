@@ -50,6 +50,8 @@ def recipe(built, tmp_path) -> Path:
     (["--feature-types", "fbank mfcc"], "--feature-types: 'mfcc' is not one of: fbank ssl ssl-weighted ssl-finetune"),
     (["--synth-unlabeled-minutes", "-1"], "--synth-unlabeled-minutes must be a number ≥ 0, got '-1'"),
     (["--decoding-method", "1best bestpath"], "--decoding-method: 'bestpath' is not one of: ctc-greedy-search"),
+    (["--ssl-size", "huge"], "--ssl-size: 'huge' is not one of: tiny small base large"),
+    (["--ssl-lr-scale", "x"], "--ssl-lr-scale must be a number > 0, got 'x'"),
     (["--speed-perturb", "yes"], "--speed-perturb must be true or false, got 'yes'"),
     (["--max-duration", "0"], "--max-duration must be a number > 0, got '0'"),
     (["--lm-scales", "0.5;1"], "--lm-scales must be numbers separated by commas, got '0.5;1'"),
@@ -196,11 +198,12 @@ def test_the_option_lists_are_the_python_ones():
     from w2v.asr.model import MODEL_SIZES
     from w2v.decode.attention import ATTENTION_METHODS
     from w2v.decode.ctc import METHODS
-    from w2v.ssl.train import SSL_MODELS
+    from w2v.ssl.train import SSL_MODELS, SSL_SIZES
 
     text = (REPO / "local/ctc_options.sh").read_text()
     assert re.search(r'^decoding_methods="(.*)"$', text, re.M).group(1).split() == list(METHODS + ATTENTION_METHODS)
     assert re.search(r'^known_ssl_models="(.*)"$', text, re.M).group(1).split() == list(SSL_MODELS)
+    assert re.search(r'^ssl_sizes="(.*)"$', text, re.M).group(1).split() == list(SSL_SIZES)
     assert re.search(r'^model_sizes="(.*)"$', text, re.M).group(1).split() == list(MODEL_SIZES)
 
 

@@ -161,6 +161,30 @@ def test_tiny_wav2vec2_preset_is_resolved(cuts_file, tmp_path):
     assert p.config.feature_penalty_weight == 10.0 and p.encoder.config.dropout == 0.1
 
 
+def test_small_size_reads_log_mels_and_its_checkpoint_extracts_features(cuts_file, tmp_path):
+    """--size small: 4 x 128 on stacked log-mels, its presets, and a checkpoint the feature stage reads."""
+    from lhotse import CutSet
+    from lhotse.utils import compute_num_frames
+
+    from w2v.features.ssl import SslFeatureExtractor
+    from w2v.ssl.train import build_pretrainer, default_lr
+
+    assert default_lr(PretrainConfig(ssl_model="hubert", size="small")) == 2e-3
+    cfg = small(cuts_file, tmp_path, ssl_model="hubert", size="small", num_steps=2, num_clusters=8, lr=None)
+    result = pretrain(cfg)
+    p = result.pretrainer
+    assert p.config.feature_penalty_weight == 0.0 and p.config.final_dim == 128
+    assert (p.encoder.config.embed_dim, p.encoder.config.num_layers, p.encoder.config.feature_encoder) == (128, 4, "fbank")
+    assert not list(p.encoder.feature_extractor.parameters())
+    model, config = load_pretrained(result.last_checkpoint)
+    assert config == p.encoder.config
+    cut = next(iter(CutSet.from_file(cuts_file)))
+    feats = SslFeatureExtractor(str(result.last_checkpoint), layer=2).extract_cut(cut)
+    assert feats.shape == (compute_num_frames(cut.duration, 0.02, 16000), 128)
+    with pytest.raises(ValueError, match="wav2vec has no size 'small'"):
+        build_pretrainer(PretrainConfig(ssl_model="wav2vec", size="small"))
+
+
 def test_bf16_autocast_step_stays_close_to_fp32(cuts_file, tmp_path):
     """The bf16 path trains the same model: first-step losses agree, weights stay fp32."""
     runs = {}

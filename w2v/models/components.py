@@ -7,7 +7,8 @@ where torchaudio lacks something we need:
 - :class:`ConvBlock`: group norm that only pools over the valid frames of each utterance, so a
   padded batch gives the per-utterance result (torchaudio/fairseq/HF pool over the padding too);
   the convolution is one matrix product over overlapping channels-last windows.
-- :class:`FeatureEncoder`: input checks, per-utterance waveform normalisation, ``feature_grad_mult``.
+- :class:`FeatureEncoder`: input checks, per-utterance waveform normalisation, ``feature_grad_mult``;
+  :class:`FbankEncoder`: stacked log-mel frames in its place (``feature_encoder="fbank"``).
 - :class:`StackedConvPositionalEmbedding`: data2vec's positional convolutions.
 - :class:`SelfAttention` / :class:`FeedForward`: torchaudio's parameter names and arithmetic.
 - :class:`EncoderLayer` / :class:`Transformer`: also return each block's FFN output (data2vec
@@ -27,9 +28,17 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchaudio.functional import melscale_fbanks
 from torchaudio.models.wav2vec2 import components as ta
 
-from w2v.models.config import Data2VecAudioConfig, EncoderConfig, WavLMConfig
+from w2v.models.config import (
+    FBANK_SHIFT,
+    FBANK_WINDOW,
+    Data2VecAudioConfig,
+    EncoderConfig,
+    WavLMConfig,
+    check_fbank_layers,
+)
 from w2v.models.kernels import linear
 from w2v.models.padding import lengths_to_padding_mask
 
@@ -151,29 +160,15 @@ class ConvBlock(nn.Module):
         return scale, norm.bias - (pivot + offset) * scale
 
 
-class FeatureEncoder(nn.Module):
-    """Waveform → conv features: the CNN ``f: X → Z`` of wav2vec 2.0.
+class _WaveformInput(nn.Module):
+    """Input checks and per-utterance normalisation shared by the feature encoders.
 
     Raises ``ValueError`` on input that cannot give a frame: not 2-D, not floating point, lengths of
     the wrong shape, or an utterance shorter than the receptive field (400 samples for the
     standard encoder; zero-length utterances included).
     """
 
-    def __init__(self, config: EncoderConfig) -> None:
-        super().__init__()
-        blocks = []
-        in_channels = 1
-        for i, (out_channels, kernel, stride) in enumerate(config.conv_layers):
-            if config.conv_norm == "layer_norm":
-                norm: Literal["group", "layer"] | None = "layer"
-            else:
-                norm = "group" if i == 0 else None
-            blocks.append(ConvBlock(in_channels, out_channels, kernel, stride, config.conv_bias, norm))
-            in_channels = out_channels
-        self.conv_layers = nn.ModuleList(blocks)
-        self.receptive_field = config.receptive_field
-        self.normalize_waveform = config.normalize_waveform
-        self.grad_mult = config.feature_grad_mult
+    receptive_field: int
 
     def check_input(self, waveforms: Tensor, lengths: Tensor | None) -> None:
         """Raise ``ValueError`` naming expected vs found shape / dtype / length."""
@@ -221,6 +216,26 @@ class FeatureEncoder(nn.Module):
         var = (((x - mean) * valid) ** 2).sum(-1, keepdim=True) / count
         return (x - mean) * torch.rsqrt(var + eps) * valid
 
+
+class FeatureEncoder(_WaveformInput):
+    """Waveform → conv features: the CNN ``f: X → Z`` of wav2vec 2.0."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        blocks = []
+        in_channels = 1
+        for i, (out_channels, kernel, stride) in enumerate(config.conv_layers):
+            if config.conv_norm == "layer_norm":
+                norm: Literal["group", "layer"] | None = "layer"
+            else:
+                norm = "group" if i == 0 else None
+            blocks.append(ConvBlock(in_channels, out_channels, kernel, stride, config.conv_bias, norm))
+            in_channels = out_channels
+        self.conv_layers = nn.ModuleList(blocks)
+        self.receptive_field = config.receptive_field
+        self.normalize_waveform = config.normalize_waveform
+        self.grad_mult = config.feature_grad_mult
+
     def forward(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """
         Args:
@@ -247,6 +262,48 @@ class FeatureEncoder(nn.Module):
         for block in self.conv_layers:
             x, lengths = block(x, lengths)
         return x, lengths
+
+
+_FBANK_FFT = 512
+
+
+class FbankEncoder(_WaveformInput):
+    """Waveform → log-mel frames, ``stack`` of them concatenated per 20-ms frame: the feature encoder
+    of ``feature_encoder="fbank"``. No parameters; the frames are those of a conv layer with the
+    config's (kernel, stride), so lengths and windows follow the conv formula.
+
+    Log power of a 512-point FFT over 25-ms Hann windows every 10 ms, HTK mel filters 20 Hz-8 kHz.
+    No mean or variance normalisation here: the projection's layer norm scales each frame.
+    """
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        num_mel_bins, self.stack = check_fbank_layers(config.conv_layers)
+        _, self.kernel, self.stride = config.conv_layers[0]
+        self.receptive_field = config.receptive_field
+        self.normalize_waveform = config.normalize_waveform
+        self.register_buffer("window", torch.hann_window(FBANK_WINDOW), persistent=False)
+        mel = melscale_fbanks(_FBANK_FFT // 2 + 1, 20.0, 8000.0, num_mel_bins, 16000, mel_scale="htk")
+        self.register_buffer("mel", mel, persistent=False)
+
+    def forward(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """``[batch, samples]`` → ``[batch, frames, stack × mel bins]`` and valid frames (or None)."""
+        self.check_input(waveforms, lengths)
+        with torch.autocast(waveforms.device.type, enabled=False):
+            x = self.normalize(waveforms, lengths) if self.normalize_waveform else waveforms.float()
+            windows = x.unfold(1, FBANK_WINDOW, FBANK_SHIFT) * self.window  # [B, windows, 400]
+            power = torch.fft.rfft(windows, _FBANK_FFT).abs().square()
+            logmel = torch.log(power @ self.mel + 1e-6)  # [B, windows, bins]
+        frames = logmel.shape[1] // self.stack
+        x = logmel[:, : frames * self.stack].reshape(logmel.shape[0], frames, self.stack * self.mel.shape[1])
+        if lengths is not None:
+            lengths = conv_output_lengths(lengths, self.kernel, self.stride)
+        return x, lengths
+
+
+def feature_encoder(config: EncoderConfig) -> nn.Module:
+    """The config's feature encoder: :class:`FeatureEncoder` or :class:`FbankEncoder`."""
+    return FbankEncoder(config) if config.feature_encoder == "fbank" else FeatureEncoder(config)
 
 
 class StackedConvPositionalEmbedding(nn.Module):

@@ -52,6 +52,10 @@ class EncoderConfig:
         normalize_waveform: zero-mean / unit-variance each utterance before the conv encoder
             (LV60k, data2vec, HuBERT LARGE checkpoints were trained that way).
         layer_norm_eps: epsilon of every layer norm.
+        feature_encoder: ``"conv"``: the CNN on the waveform; ``"fbank"``: stacked log-mel frames
+            instead (no parameters, as BEST-RQ and w2v-BERT read log-mels): ``conv_layers`` is then
+            one ``(stack × mel bins, 400 + (stack - 1) × 160, stack × 160)`` entry, ``stack`` 25-ms
+            windows 10 ms apart per frame, so hop, receptive field and frame counts keep one formula.
     """
 
     kind: ClassVar[str] = "encoder"
@@ -75,6 +79,7 @@ class EncoderConfig:
     feature_grad_mult: float = 0.1
     normalize_waveform: bool = False
     layer_norm_eps: float = 1e-5
+    feature_encoder: Literal["conv", "fbank"] = "conv"
 
     def __post_init__(self) -> None:
         self.conv_layers = tuple(tuple(int(v) for v in layer) for layer in self.conv_layers)
@@ -84,6 +89,10 @@ class EncoderConfig:
             )
         if self.conv_norm not in ("group_norm", "layer_norm"):
             raise ValueError(f"conv_norm must be 'group_norm' or 'layer_norm'; found {self.conv_norm!r}")
+        if self.feature_encoder == "fbank":
+            check_fbank_layers(self.conv_layers)
+        elif self.feature_encoder != "conv":
+            raise ValueError(f"feature_encoder must be 'conv' or 'fbank'; found {self.feature_encoder!r}")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.embed_dim % self.pos_conv_groups:
@@ -111,6 +120,28 @@ class EncoderConfig:
         for _, kernel, stride in self.conv_layers:
             n = max((n - kernel) // stride + 1, 0)
         return n
+
+
+FBANK_WINDOW, FBANK_SHIFT = 400, 160
+"""Samples per log-mel window (25 ms) and between windows (10 ms) of the fbank feature encoder."""
+
+
+def fbank_layers(num_mel_bins: int = 80, stack: int = 2) -> ConvSpec:
+    """``conv_layers`` of the fbank feature encoder: ``stack`` log-mel frames per encoder frame."""
+    return ((stack * num_mel_bins, FBANK_WINDOW + (stack - 1) * FBANK_SHIFT, stack * FBANK_SHIFT),)
+
+
+def check_fbank_layers(layers: ConvSpec) -> tuple[int, int]:
+    """(mel bins, stack) of fbank ``conv_layers``; ``ValueError`` for any other shape."""
+    if len(layers) == 1:
+        channels, kernel, stride = layers[0]
+        stack = stride // FBANK_SHIFT
+        if stack >= 1 and channels % stack == 0 and layers == fbank_layers(channels // stack, stack):
+            return channels // stack, stack
+    raise ValueError(
+        f"feature_encoder 'fbank' needs conv_layers ((stack * mel_bins, {FBANK_WINDOW} + (stack - 1) * "
+        f"{FBANK_SHIFT}, stack * {FBANK_SHIFT}),), e.g. {fbank_layers()}; found {layers}"
+    )
 
 
 @dataclass
@@ -197,6 +228,7 @@ __all__ = [
     "ConvSpec",
     "Data2VecAudioConfig",
     "EncoderConfig",
+    "fbank_layers",
     "HubertConfig",
     "WAV2VEC2_CONV",
     "Wav2Vec2Config",

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from w2v.models.components import (
     Encoder,
-    FeatureEncoder,
     build_encoder,
+    feature_encoder,
     init_weights,
 )
 from w2v.models.config import EncoderConfig
@@ -69,7 +69,7 @@ class SSLEncoder(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         self.config = config
-        self.feature_extractor = FeatureEncoder(config)
+        self.feature_extractor = feature_encoder(config)
         self.encoder: Encoder = build_encoder(config)
         self.mask_embedding = nn.Parameter(torch.empty(config.embed_dim).uniform_())
         init_weights(self)

@@ -178,18 +178,13 @@ def label_budget(entry: dict) -> str:
     return str(entry.get("label_budget") or (entry.get("labels") or {}).get("label_budget") or "all")
 
 
-_BUDGET = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)$")
-_MINUTES = {"s": 1 / 60, "sec": 1 / 60, "m": 1, "min": 1, "h": 60, "hr": 60}
-
-
 def budget_minutes(budget: str) -> float:
-    """``10m`` → 10, ``1h`` → 60, ``30s`` → 0.5; ``all`` → inf (sorts last)."""
-    if budget == "all":
-        return math.inf
-    m = _BUDGET.match(budget.strip())
-    if m is None:
-        raise ValueError(f"label budget {budget!r}: expected a number with s, m or h (10m, 1h) or 'all'")
-    return float(m.group(1)) * _MINUTES[m.group(2)]
+    """``10m`` → 10, ``1h`` → 60, ``2.5`` → 2.5; ``all`` → inf (sorts last). The budgets stage 9
+    trains on (:func:`w2v.data.subset.parse_budget`), so the report reads what the subset read."""
+    from w2v.data.subset import parse_budget
+
+    seconds = parse_budget(budget)
+    return math.inf if seconds is None else seconds / 60
 
 
 def run_budget(name: str, entries: Iterable[dict]) -> str:
