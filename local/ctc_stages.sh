@@ -120,7 +120,7 @@ fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   if [ -n "$ssl_model" ]; then
-    log "Stage 7: self-supervised pretraining of $ssl_model, size $ssl_size ($ssl_steps updates)"
+    log "Stage 7: self-supervised pretraining of $ssl_model (size $ssl_size, $ssl_steps updates)"
     unlabeled_cuts=
     if [ -n "${unlabeled_audio// /}" ]; then  # audio without transcripts, beside the train parts
       need --unlabeled-dirs/--unlabeled-parts "" $unlabeled_audio
