@@ -132,15 +132,17 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
     hyps = (recipe / f"auto/ctc_fbank/ctc-greedy-search/recogs-test-clean-ctc-greedy-search-epoch-{stop[1]}-avg-3.txt")
     assert "hyp=[]" not in hyps.read_text()
 
-    # the feature swap: pretrain a tiny wav2vec2, then train and decode on its layer 2
-    proc = _run(recipe, *args, "--stage", "7", "--ssl-model", "wav2vec2", "--ssl-steps", "20",
+    # the feature swap: pretrain a small HuBERT (log-mel input), then train and decode on its layer 2
+    # (the sweep test pretrains tiny wav2vec2 and data2vec)
+    proc = _run(recipe, *args, "--stage", "7", "--ssl-model", "hubert", "--ssl-size", "small", "--ssl-steps", "20",
                 "--feature-type", "ssl", "--ssl-layer", "2", "--num-epochs", "2", "--avg", "1",
                 "--decoding-method", "ctc-greedy-search 1best")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    tag = "ssl_wav2vec2_L2"
+    tag = "ssl_hubert_L2"
     spec = json.loads((recipe / f"data/ssl/{tag}/ssl_features.json").read_text())
-    assert spec["checkpoint"].endswith("exp/ssl_wav2vec2/checkpoint-20.pt")
-    assert (spec["layer"], spec["feature_dim"], spec["frame_shift"], spec["bf16"]) == (2, 64, 0.02, False)
+    assert spec["checkpoint"].endswith("exp/ssl_hubert/checkpoint-20.pt")
+    assert (spec["layer"], spec["feature_dim"], spec["frame_shift"], spec["bf16"]) == (2, 128, 0.02, False)
+    assert json.loads((recipe / "exp/.ssl_hubert.json").read_text())["options"]["size"] == "small"
     from lhotse import CutSet
 
     monkeypatch.chdir(recipe)  # manifests hold paths relative to the recipe dir, as in icefall
@@ -149,10 +151,10 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
         ssl = CutSet.from_file(recipe / f"data/ssl/{tag}/librispeech_cuts_{part}.jsonl.gz")
         assert sorted(ssl.ids) == sorted(fbank.ids)
         cut = next(iter(ssl))
-        assert cut.load_features().shape == (cut.num_frames, 64) and cut.frame_shift == 0.02
+        assert cut.load_features().shape == (cut.num_frames, 128) and cut.frame_shift == 0.02
     ckpt = torch.load(recipe / f"exp/ctc_{tag}/epoch-2.pt", weights_only=False)
     assert ckpt["scheduler"]["last_epoch"] > 0
-    assert (ckpt["config"]["feature_dim"], ckpt["config"]["subsampling"]) == (64, 2)
+    assert (ckpt["config"]["feature_dim"], ckpt["config"]["subsampling"]) == (128, 2)
     ssl_results = _test_rows(json.loads((recipe / f"exp/ctc_{tag}/results.json").read_text()))
     assert {r["decoding_method"] for r in ssl_results} == {"ctc-greedy-search", "1best/lm_scale_0.5", "1best/lm_scale_1.0"}
     for r in ssl_results:
@@ -162,7 +164,7 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
     from w2v.scoring.results import choose_on_dev
 
     comparison = (recipe / "exp/COMPARISON.md").read_text()
-    assert "| ctc_fbank | ctc_ssl_wav2vec2_L2 |" in comparison
+    assert "| ctc_fbank | ctc_ssl_hubert_L2 |" in comparison
     (fb,), (ss,) = ([r for r in choose_on_dev([e for e in json.loads((recipe / f"exp/{d}/results.json").read_text())
                                                if e["checkpoint"] == c], ["dev-clean"])
                      if r["decoding_method"].startswith("1best/")]
@@ -177,10 +179,10 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
     assert (recipe / "exp/COMPARISON-test-clean.png").is_file()
 
     # on the fly: a learned weighted sum of the frozen encoder's layers, and a fine-tuned encoder
-    # (in 2 DDP processes: layer 2 is the last block, but the mask embedding gets no gradient)
-    encoder = torch.load(recipe / "exp/ssl_wav2vec2/checkpoint-20.pt", weights_only=False)["model"]
-    for ftype, tag in (("ssl-weighted", "ssl_wav2vec2_weighted"), ("ssl-finetune", "ssl_wav2vec2_finetune_L2")):
-        proc = _run(recipe, *args, "--stage", "8", "--ssl-model", "wav2vec2", "--feature-type", ftype,
+    # (in 2 DDP processes: blocks 3-4 and the mask embedding get no gradient)
+    encoder = torch.load(recipe / "exp/ssl_hubert/checkpoint-20.pt", weights_only=False)["model"]
+    for ftype, tag in (("ssl-weighted", "ssl_hubert_weighted"), ("ssl-finetune", "ssl_hubert_finetune_L2")):
+        proc = _run(recipe, *args, "--stage", "8", "--ssl-model", "hubert", "--feature-type", ftype,
                     "--num-epochs", "1", "--avg", "1", "--decoding-method", "ctc-greedy-search",
                     "--world-size", "2" if ftype == "ssl-finetune" else "1")
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -191,14 +193,15 @@ def test_librispeech_recipe_end_to_end(tmp_path, monkeypatch):
         state = {k[len("frontend.encoder."):]: v for k, v in ckpt["model"].items()
                  if k.startswith("frontend.encoder.")}
         if ftype == "ssl-weighted":
-            assert not state and ckpt["model"]["frontend.layer_weights"].shape == (2,)
-        else:  # the Transformer moved, the conv feature encoder did not
-            assert state.keys() == encoder.keys()
-            assert all(torch.equal(state[k], encoder[k]) for k in state if k.startswith("feature_extractor."))
-            assert any(not torch.equal(state[k], encoder[k]) for k in state if k.startswith("encoder.transformer"))
+            assert not state and ckpt["model"]["frontend.layer_weights"].shape == (4,)
+        else:  # blocks 1-2 moved, blocks 3-4 (above the layer used) did not; log-mels have no weights
+            assert state.keys() == encoder.keys() and not any(k.startswith("feature_extractor.") for k in state)
+            moved = {k.split(".")[3] for k in state if k.startswith("encoder.transformer.layers.")
+                     and not torch.equal(state[k], encoder[k])}
+            assert moved == {"0", "1"}
         (r,) = _test_rows(json.loads((recipe / f"exp/ctc_{tag}/results.json").read_text()))
         assert r["feature_type"] == tag and r["ref_words"] == ref_words
-    assert ("| ctc_fbank | ctc_ssl_wav2vec2_L2 | ctc_ssl_wav2vec2_finetune_L2 | ctc_ssl_wav2vec2_weighted |"
+    assert ("| ctc_fbank | ctc_ssl_hubert_L2 | ctc_ssl_hubert_finetune_L2 | ctc_ssl_hubert_weighted |"
             in (recipe / "exp/COMPARISON.md").read_text())
 
     # another corpus through --corpus-dir, in the same recipe dir: every stage it feeds says why it
