@@ -217,6 +217,11 @@ SMALL_OBJECTIVE = dict(feature_penalty_weight=0.0)
 SMALL_HUBERT = dict(SMALL_OBJECTIVE, final_dim=128)
 SMALL_LR = 2e-3
 DEFAULT_LR = 5e-4
+# Objective presets of the CPU sizes, by size then family (none: the paper's values).
+OBJECTIVE_PRESETS = {
+    "tiny": {"wav2vec2": TINY_WAV2VEC2_OBJECTIVE, "hubert": _TINY_HUBERT, "wavlm": _TINY_HUBERT},
+    "small": {"wav2vec2": SMALL_OBJECTIVE, "hubert": SMALL_HUBERT, "wavlm": SMALL_HUBERT},
+}
 
 
 def default_lr(cfg: PretrainConfig) -> float:
@@ -231,7 +236,6 @@ def default_lr(cfg: PretrainConfig) -> float:
 def build_pretrainer(cfg: PretrainConfig, labeler=None) -> nn.Module:
     """The pretrainer of ``cfg.ssl_model`` at ``cfg.size`` (fresh weights)."""
     family, size, enc_over, obj_over = cfg.ssl_model, cfg.size, cfg.encoder_overrides, cfg.objective_overrides
-    tiny = size == "tiny"
     if family == "wav2vec":
         from w2v.models import wav2vec as w
 
@@ -243,19 +247,18 @@ def build_pretrainer(cfg: PretrainConfig, labeler=None) -> nn.Module:
         enc = {"temperature_anneal_updates": max(1, int(0.7 * cfg.num_steps)), **enc_over}
         model = _pick({"tiny": v.vq_wav2vec_tiny, "base": v.vq_wav2vec_base}, family, size)(cfg.vq_quantizer, **enc)
         return Wav2VecPretrainer(model, _objective_config(Wav2VecPretrainConfig, {}, obj_over))
-    if family == "wav2vec2" and tiny:
+    if family == "wav2vec2" and size == "tiny":
         enc_over = {**TINY_WAV2VEC2_ENCODER, **enc_over}
     encoder = _encoder_factory(family, size)(**enc_over)
-    small = size == "small"
+    preset = OBJECTIVE_PRESETS.get(size, {}).get(family, {})
     if family == "wav2vec2":
-        preset = TINY_WAV2VEC2_OBJECTIVE if tiny else SMALL_OBJECTIVE if small else {}
         return Wav2Vec2Pretrainer(encoder, _objective_config(Wav2Vec2PretrainConfig, preset, obj_over))
     if family == "data2vec":
-        return Data2VecPretrainer(encoder, _objective_config(Data2VecPretrainConfig, {}, obj_over))
+        return Data2VecPretrainer(encoder, _objective_config(Data2VecPretrainConfig, preset, obj_over))
     if family in ("hubert", "wavlm"):
         if labeler is None:
             raise ValueError(f"{family} pretraining needs frame labels (a k-means labeler)")
-        preset = dict(_TINY_HUBERT if tiny else SMALL_HUBERT if small else {}, num_clusters=labeler.num_clusters)
+        preset = dict(preset, num_clusters=labeler.num_clusters)
         if family == "wavlm":
             preset = dataclasses.asdict(wavlm_pretrain_config(**preset))
         return HubertPretrainer(encoder, _objective_config(HubertPretrainConfig, preset, obj_over), labeler)
